@@ -1,0 +1,19 @@
+/* State of the backend daemon that every module of it shares. */
+#ifndef TRAINYARD_BACKEND_H
+#define TRAINYARD_BACKEND_H
+
+#include <stdint.h>
+
+#include "secret.h"
+#include "store.h"
+
+#define BACKEND_VERSION "0.1.0"
+
+struct backend {
+    const char *data_dir;
+    struct store store;
+    char secret[SECRET_HEX_LEN + 1];
+    int64_t started_ms; /* CLOCK_MONOTONIC, for uptime */
+};
+
+#endif

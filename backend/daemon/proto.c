@@ -1,0 +1,184 @@
+/*
+ * Message handling for the gateway connection. The first message must be a
+ * hello with the shared secret; anything else first, or a wrong secret,
+ * gets an error and the connection closes. After that, each request names
+ * an op and carries an id that its response repeats, so the gateway can
+ * have many requests in flight on one connection.
+ */
+#include "proto.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "clock.h"
+#include "log.h"
+
+typedef cJSON *(*op_handler)(struct backend *be, const cJSON *args,
+                             const char **code, char *msg, size_t msg_len);
+
+static cJSON *op_health(struct backend *be, const cJSON *args,
+                        const char **code, char *msg, size_t msg_len)
+{
+    cJSON *result = cJSON_CreateObject();
+
+    (void)args;
+    (void)code;
+    (void)msg;
+    (void)msg_len;
+    cJSON_AddStringToObject(result, "status", "ok");
+    cJSON_AddStringToObject(result, "version", BACKEND_VERSION);
+    cJSON_AddNumberToObject(result, "protocol", PROTO_VERSION);
+    cJSON_AddNumberToObject(result, "schema_version",
+                            be->store.schema_version);
+    cJSON_AddNumberToObject(result, "uptime_ms",
+                            (double)(clock_monotonic_ms() - be->started_ms));
+    return result;
+}
+
+static const struct {
+    const char *name;
+    op_handler handler;
+} ops[] = {
+    {"health", op_health},
+};
+
+static char *error_message(const char *type, const cJSON *id,
+                           const char *code, const char *text)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *error;
+    char *out;
+
+    cJSON_AddStringToObject(root, "type", type);
+    if (id != NULL)
+        cJSON_AddItemToObject(root, "id", cJSON_Duplicate(id, 0));
+    if (strcmp(type, "response") == 0)
+        cJSON_AddBoolToObject(root, "ok", 0);
+    error = cJSON_AddObjectToObject(root, "error");
+    cJSON_AddStringToObject(error, "code", code);
+    cJSON_AddStringToObject(error, "message", text);
+    out = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return out;
+}
+
+static char *handle_hello(struct backend *be, struct proto_conn *conn,
+                          const cJSON *root)
+{
+    const cJSON *version = cJSON_GetObjectItemCaseSensitive(root, "version");
+    const cJSON *secret = cJSON_GetObjectItemCaseSensitive(root, "secret");
+    cJSON *welcome;
+    char *out;
+
+    if (!cJSON_IsNumber(version) || version->valuedouble != PROTO_VERSION) {
+        conn->close_after_reply = 1;
+        log_warn("gateway rejected: protocol version is not %d",
+                 PROTO_VERSION);
+        return error_message("error", NULL, "unsupported_version",
+                             "this backend speaks protocol version 1");
+    }
+    if (!cJSON_IsString(secret) ||
+        !secret_equal(secret->valuestring, be->secret)) {
+        conn->close_after_reply = 1;
+        log_warn("gateway rejected: wrong or missing shared secret");
+        return error_message("error", NULL, "unauthorized",
+                             "the shared secret does not match the "
+                             "backend's gateway.secret file");
+    }
+
+    conn->authenticated = 1;
+    log_info("gateway connected");
+    welcome = cJSON_CreateObject();
+    cJSON_AddStringToObject(welcome, "type", "welcome");
+    cJSON_AddNumberToObject(welcome, "version", PROTO_VERSION);
+    cJSON_AddStringToObject(welcome, "backend", BACKEND_VERSION);
+    out = cJSON_PrintUnformatted(welcome);
+    cJSON_Delete(welcome);
+    return out;
+}
+
+static char *handle_request(struct backend *be, const cJSON *root)
+{
+    const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id");
+    const cJSON *op = cJSON_GetObjectItemCaseSensitive(root, "op");
+    const cJSON *args = cJSON_GetObjectItemCaseSensitive(root, "args");
+    char text[256], msg[512] = "";
+    const char *code = NULL;
+    cJSON *result = NULL, *reply;
+    char *out;
+
+    if (!cJSON_IsNumber(id))
+        return error_message("response", NULL, "invalid_request",
+                             "field 'id' must be a number");
+    if (!cJSON_IsString(op))
+        return error_message("response", id, "invalid_request",
+                             "field 'op' must be a string");
+    if (args != NULL && !cJSON_IsObject(args))
+        return error_message("response", id, "invalid_request",
+                             "field 'args' must be an object");
+
+    size_t i;
+    for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
+        if (strcmp(ops[i].name, op->valuestring) == 0)
+            break;
+    if (i == sizeof(ops) / sizeof(ops[0])) {
+        snprintf(text, sizeof(text), "unknown op '%.64s'", op->valuestring);
+        return error_message("response", id, "unknown_op", text);
+    }
+
+    result = ops[i].handler(be, args, &code, msg, sizeof(msg));
+    if (result == NULL)
+        return error_message("response", id, code ? code : "internal",
+                             msg[0] ? msg : "internal error");
+
+    reply = cJSON_CreateObject();
+    cJSON_AddStringToObject(reply, "type", "response");
+    cJSON_AddItemToObject(reply, "id", cJSON_Duplicate(id, 0));
+    cJSON_AddBoolToObject(reply, "ok", 1);
+    cJSON_AddItemToObject(reply, "result", result);
+    out = cJSON_PrintUnformatted(reply);
+    cJSON_Delete(reply);
+    return out;
+}
+
+void proto_handle(struct backend *be, struct proto_conn *conn,
+                  const char *msg, size_t len, char **reply)
+{
+    cJSON *root = cJSON_ParseWithLength(msg, len);
+    const cJSON *type;
+
+    *reply = NULL;
+    if (!cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        if (!conn->authenticated)
+            conn->close_after_reply = 1;
+        *reply = error_message("error", NULL, "invalid_json",
+                               "the message is not a JSON object");
+        return;
+    }
+
+    type = cJSON_GetObjectItemCaseSensitive(root, "type");
+    if (!cJSON_IsString(type)) {
+        if (!conn->authenticated)
+            conn->close_after_reply = 1;
+        *reply = error_message("error", NULL, "invalid_request",
+                               "field 'type' must be a string");
+    } else if (!conn->authenticated) {
+        if (strcmp(type->valuestring, "hello") == 0) {
+            *reply = handle_hello(be, conn, root);
+        } else {
+            conn->close_after_reply = 1;
+            *reply = error_message("error", NULL, "unauthorized",
+                                   "send a hello message first");
+        }
+    } else if (strcmp(type->valuestring, "request") == 0) {
+        *reply = handle_request(be, root);
+    } else {
+        char text[128];
+        snprintf(text, sizeof(text), "unknown message type '%.32s'",
+                 type->valuestring);
+        *reply = error_message("error", NULL, "invalid_request", text);
+    }
+    cJSON_Delete(root);
+}

@@ -1,0 +1,163 @@
+/*
+ * The WebSocket server of the backend. One lws service loop on the main
+ * thread handles every gateway connection; each received message is
+ * passed whole to proto_handle and its reply queued on the same
+ * connection. Only WebSocket connections with the trainyard.v1
+ * subprotocol are served; plain HTTP requests get 404.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+#include "log.h"
+#include "proto.h"
+#include "wsqueue.h"
+
+struct gateway_conn {
+    struct proto_conn proto;
+    struct ws_queue out;
+    struct ws_inbuf in;
+};
+
+static struct backend *server_backend;
+static struct lws_context *server_context;
+static volatile sig_atomic_t server_stopping;
+
+static void handle_message(struct lws *wsi, struct gateway_conn *c)
+{
+    char *reply = NULL;
+
+    proto_handle(server_backend, &c->proto, c->in.data, c->in.len, &reply);
+    ws_inbuf_reset(&c->in);
+    if (reply != NULL) {
+        if (ws_queue_push(&c->out, reply, strlen(reply)) != 0)
+            c->proto.close_after_reply = 1;
+        free(reply);
+    }
+    lws_callback_on_writable(wsi);
+}
+
+static int callback_gateway(struct lws *wsi, enum lws_callback_reasons reason,
+                            void *user, void *in, size_t len)
+{
+    struct gateway_conn *c = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED:
+        memset(c, 0, sizeof(*c));
+        return 0;
+
+    case LWS_CALLBACK_RECEIVE:
+        if (lws_frame_is_binary(wsi)) {
+            log_warn("gateway sent a binary frame; closing the connection");
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_UNACCEPTABLE_OPCODE,
+                             NULL, 0);
+            return -1;
+        }
+        if (ws_inbuf_append(&c->in, in, len, PROTO_MESSAGE_MAX) != 0) {
+            log_warn("gateway message over %d bytes; closing the "
+                     "connection",
+                     PROTO_MESSAGE_MAX);
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, NULL,
+                             0);
+            return -1;
+        }
+        if (lws_is_final_fragment(wsi) &&
+            lws_remaining_packet_payload(wsi) == 0)
+            handle_message(wsi, c);
+        return 0;
+
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (ws_queue_write_one(&c->out, wsi) != 0)
+            return -1;
+        if (c->out.head != NULL) {
+            lws_callback_on_writable(wsi);
+        } else if (c->proto.close_after_reply) {
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, NULL,
+                             0);
+            return -1;
+        }
+        return 0;
+
+    case LWS_CALLBACK_CLOSED:
+        if (c->proto.authenticated)
+            log_info("gateway disconnected");
+        ws_queue_clear(&c->out);
+        ws_inbuf_free(&c->in);
+        return 0;
+
+    default:
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    }
+}
+
+static const struct lws_protocols protocols[] = {
+    {PROTO_SUBPROTOCOL, callback_gateway, sizeof(struct gateway_conn), 4096,
+     0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
+
+static int write_port_file(const char *path, int port, struct error *err)
+{
+    char text[16];
+    int n = snprintf(text, sizeof(text), "%d\n", port);
+
+    return fs_write_atomic(path, text, (size_t)n, 0644, err);
+}
+
+int server_run(struct backend *be, const struct server_options *opt,
+               struct error *err)
+{
+    struct lws_context_creation_info info;
+    struct lws_vhost *vhost;
+    int port, rc = 0;
+
+    memset(&info, 0, sizeof(info));
+    info.port = opt->port;
+    info.iface = opt->host;
+    info.protocols = protocols;
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS |
+                   LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.pt_serv_buf_size = 64 * 1024;
+
+    server_backend = be;
+    server_stopping = 0;
+    server_context = lws_create_context(&info);
+    if (server_context == NULL)
+        return error_set(err, -EIO, "cannot start the WebSocket server");
+
+    vhost = lws_create_vhost(server_context, &info);
+    if (vhost == NULL) {
+        lws_context_destroy(server_context);
+        server_context = NULL;
+        return error_set(err, -EADDRINUSE,
+                         "cannot listen on %s:%d; is another backend "
+                         "running? Choose a free port with --listen",
+                         opt->host, opt->port);
+    }
+    port = lws_get_vhost_listen_port(vhost);
+    log_info("listening on %s:%d", opt->host, port);
+    if (opt->port_file != NULL)
+        rc = write_port_file(opt->port_file, port, err);
+
+    while (rc == 0 && !server_stopping)
+        if (lws_service(server_context, 0) < 0)
+            break;
+
+    log_info("stopping");
+    lws_context_destroy(server_context);
+    server_context = NULL;
+    return rc;
+}
+
+void server_request_stop(void)
+{
+    server_stopping = 1;
+    if (server_context != NULL)
+        lws_cancel_service(server_context);
+}

@@ -1,0 +1,21 @@
+/* The backend's libwebsockets server, where gateways connect. */
+#ifndef TRAINYARD_SERVER_H
+#define TRAINYARD_SERVER_H
+
+#include "backend.h"
+#include "error.h"
+
+struct server_options {
+    const char *host;      /* address to listen on, such as 127.0.0.1 */
+    int port;              /* 0 picks a free port */
+    const char *port_file; /* where to write the chosen port, or NULL */
+};
+
+/* Serve until server_request_stop; returns 0 after a clean stop. */
+int server_run(struct backend *be, const struct server_options *opt,
+               struct error *err);
+
+/* Ask server_run to return; safe to call from a signal handler. */
+void server_request_stop(void);
+
+#endif

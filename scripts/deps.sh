@@ -1,0 +1,53 @@
+#!/bin/sh
+# Install the Debian and npm packages that building, running and testing
+# Trainyard need. Safe to run again: it installs only what is missing and
+# runs `apt-get update` only then. Without root it prints the command to run.
+set -eu
+
+cd "$(dirname "$0")/.."
+
+packages="build-essential pkg-config make git ca-certificates curl
+  clang libclang-rt-14-dev valgrind
+  emscripten
+  libcivetweb-dev libwebsockets-dev libsqlite3-dev sqlite3 libcjson-dev
+  libsodium-dev libyaml-dev libjpeg-dev libspng-dev libpng-dev libzip-dev
+  zlib1g-dev libopenblas-dev libdnnl-dev libhpdf-dev libcmocka-dev
+  dataset-fashion-mnist chromium fonts-dejavu-core"
+
+# The browser tests run under Node.js; a machine with its own node keeps it.
+if ! command -v npm >/dev/null 2>&1; then
+    packages="$packages nodejs npm"
+fi
+
+missing=""
+for p in $packages; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    case "$status" in
+    *"ok installed") ;;
+    *) missing="$missing $p" ;;
+    esac
+done
+
+if [ -n "$missing" ]; then
+    echo "deps: missing Debian packages:$missing"
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "deps: not root, so nothing was installed. Run:"
+        echo "  sudo apt-get update && sudo apt-get install -y" \
+             "--no-install-recommends$missing"
+        exit 1
+    fi
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y \
+        --no-install-recommends $missing
+fi
+
+# npm packages for the browser tests, exactly as the lockfile pins them.
+# npm writes node_modules/.package-lock.json on every install; when it is
+# newer than the committed lockfile the install is current.
+e2e=tests/e2e
+if [ ! -f "$e2e/node_modules/.package-lock.json" ] ||
+   [ "$e2e/package-lock.json" -nt "$e2e/node_modules/.package-lock.json" ]
+then
+    echo "deps: installing npm packages in $e2e from package-lock.json"
+    (cd "$e2e" && npm ci --no-audit --no-fund --loglevel=error)
+fi

@@ -1,0 +1,72 @@
+#!/bin/bash
+# Start the backend and the gateway in the foreground and stop both on
+# Ctrl-C. Settings come from the environment:
+#   TRAINYARD_DATA          data folder (default ./var)
+#   TRAINYARD_HOST          address for browsers (default 127.0.0.1)
+#   TRAINYARD_PORT          port for browsers (default 8080)
+#   TRAINYARD_BACKEND_PORT  backend port on loopback (default 8081)
+set -u
+cd "$(dirname "$0")/.."
+
+build=${BUILD:-build}
+data=${TRAINYARD_DATA:-var}
+host=${TRAINYARD_HOST:-127.0.0.1}
+port=${TRAINYARD_PORT:-8080}
+backend_port=${TRAINYARD_BACKEND_PORT:-8081}
+export TRAINYARD_DATA=$data
+
+mkdir -p "$data"
+rm -f "$data/backend.port" "$data/gateway.port"
+
+backend_pid=""
+gateway_pid=""
+stop() {
+    trap - INT TERM
+    echo "run: stopping"
+    # The gateway first, so that it does not retry a stopped backend.
+    if [ -n "$gateway_pid" ]; then
+        kill -TERM "$gateway_pid" 2>/dev/null
+        wait "$gateway_pid" 2>/dev/null
+    fi
+    [ -n "$backend_pid" ] && kill -TERM "$backend_pid" 2>/dev/null
+    wait
+    exit "${1:-0}"
+}
+trap 'stop 0' INT TERM
+
+# Wait until a program has written its port file, or has exited.
+wait_ready() {
+    local pid=$1 file=$2 name=$3
+    for _ in $(seq 100); do
+        [ -s "$file" ] && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "run: the $name exited during start; see its log above"
+            stop 1
+        fi
+        sleep 0.1
+    done
+    echo "run: the $name did not start within 10 seconds"
+    stop 1
+}
+
+"$build/bin/backend" --data "$data" --listen "127.0.0.1:$backend_port" \
+    --port-file "$data/backend.port" &
+backend_pid=$!
+wait_ready "$backend_pid" "$data/backend.port" backend
+
+"$build/bin/gateway" --listen "$host:$port" \
+    --backend "127.0.0.1:$backend_port" --secret "$data/gateway.secret" \
+    --ui "$build/ui" --access-log "$data/access.log" \
+    --port-file "$data/gateway.port" &
+gateway_pid=$!
+wait_ready "$gateway_pid" "$data/gateway.port" gateway
+
+echo
+echo "Trainyard is running at http://$host:$port/"
+echo "Data folder: $data. Press Ctrl-C to stop."
+echo
+
+# Whichever exits first, stop the other.
+wait -n
+echo "run: a server exited unexpectedly"
+stop 1
