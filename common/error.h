@@ -7,6 +7,10 @@
 #ifndef TRAINYARD_ERROR_H
 #define TRAINYARD_ERROR_H
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #define ERROR_MSG_MAX 512
 
 struct error {
@@ -22,5 +26,9 @@ int error_set(struct error *err, int code, const char *fmt, ...)
 /* Like error_set, with ": strerror(errno)" appended for errno_value. */
 int error_errno(struct error *err, int errno_value, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
