@@ -64,9 +64,10 @@ LIB_DIRS := common kernels/cpu kernels/ref backend/daemon backend/engine \
             gateway
 LIB_SRCS := $(filter-out %/main.c,$(wildcard $(addsuffix /*.c,$(LIB_DIRS))))
 GEN_SRCS := $(BUILD)/gen/schema_sql.c
-PROGRAMS := backend gateway
+PROGRAMS := backend gateway train
 backend_MAIN := backend/daemon/main.c
 gateway_MAIN := gateway/main.c
+train_MAIN := backend/engine/main.c
 
 REL_LIB := $(REL)/libtrainyard.a
 ASAN_LIB := $(ASAN)/libtrainyard.a
@@ -92,6 +93,9 @@ NVCC_FLAGS := -O2 -std=c++17 -Ikernels -Icommon \
 CUDA_LIBS = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
             -lcudart -lcublas -lcudnn -lstdc++
 
+BENCH_SRCS := $(wildcard bench/*.c)
+BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
+
 UI_SRCS := $(wildcard wasm-ui/src/*.c)
 UI_STATIC := $(wildcard wasm-ui/static/*)
 UI_OUT := $(BUILD)/ui
@@ -99,8 +103,7 @@ UI_OUT := $(BUILD)/ui
 # ---------------------------------------------------------------------------
 # Targets.
 
-.PHONY: all deps ui cuda test test-unit test-integration test-cuda run \
-        clean format help
+.PHONY: all deps ui cuda test run bench clean format help
 
 all: $(addprefix $(BIN)/,$(PROGRAMS))
 
@@ -112,6 +115,7 @@ help:
 	@echo '  make cuda        compile and link the CUDA code (needs nvcc)'
 	@echo '  make test        install, build and run every test'
 	@echo '  make run         start backend and gateway on port 8080'
+	@echo '  make bench       run the CPU benchmarks against PyTorch'
 	@echo '                   (data in $$TRAINYARD_DATA, default ./var)'
 	@echo '  make format      format the C sources with clang-format'
 	@echo '  make clean       remove $(BUILD)/'
@@ -229,6 +233,8 @@ TEST_PROGS := $(addprefix $(ASAN)/bin/,$(PROGRAMS))
 
 test: deps
 	$(Q)$(MAKE) --no-print-directory test-build
+	$(if $(NVCC),,@echo 'SKIP cuda tests: nvcc not found (looked in' \
+	    '/usr/local/cuda/bin and PATH)')
 	$(Q)BUILD=$(BUILD) NVCC='$(NVCC)' GPU_COUNT=$(GPU_COUNT) \
 	    scripts/run-tests.sh $(UNIT_BINS) $(INTEG_BINS) \
 	    $(if $(NVCC),$(CUDA_TEST_BINS))
@@ -240,6 +246,16 @@ test-build: $(UNIT_BINS) $(INTEG_BINS) $(TEST_PROGS) \
 run: deps
 	$(Q)$(MAKE) --no-print-directory all ui
 	$(Q)BUILD=$(BUILD) scripts/run.sh
+
+# Benchmarks: one program per bench/*.c, built like the release programs.
+$(BUILD)/bench/%: bench/%.c $(REL_LIB)
+	$(call say,LINK,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(REL_CFLAGS) -MMD -MP $< $(REL_LIB) $(LDLIBS) -o $@
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all $(BENCH_BINS)
+	$(Q)BUILD=$(BUILD) bench/run-cpu.sh
 
 format:
 	$(Q)clang-format -i $(shell git ls-files '*.c' '*.h' '*.cu')

@@ -1,0 +1,139 @@
+/*
+ * train: the Trainyard training program. It takes Ultralytics-style
+ * key=value arguments, trains on the CPU, writes results.csv and
+ * checkpoints under project/name, and, with events_fd=N, reports progress
+ * as JSON lines on descriptor N for the backend. Exit status: 0 completed,
+ * 1 failed, 2 invalid arguments, 3 stopped by a signal (checkpoint
+ * saved), 4 stopped at the time limit (checkpoint saved).
+ *
+ * `train import-fmnist OUT [train=N] [val=N]` writes Debian's
+ * Fashion-MNIST as a classification data set at OUT instead.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/args.h"
+#include "engine/fmnist.h"
+#include "engine/trainer.h"
+#include "log.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "Usage: train [key=value]...\n"
+            "Train a model on a data set, as `yolo train` does.\n"
+            "Example: train data=datasets/fmnist model=yolov8n-cls.yaml "
+            "epochs=10 imgsz=32\n"
+            "\n"
+            "Arguments:\n");
+    args_print_help(out);
+    fprintf(out,
+            "\n"
+            "Usage: train import-fmnist OUT [train=N] [val=N]\n"
+            "Write Debian's Fashion-MNIST (package dataset-fashion-mnist) "
+            "as a\n"
+            "classification data set at OUT, with the first N images of "
+            "each\n"
+            "split (default: all 60,000 and 10,000).\n"
+            "\n"
+            "Exit status: 0 completed, 1 failed, 2 invalid arguments,\n"
+            "3 stopped by SIGTERM or SIGINT, 4 stopped at the time limit\n"
+            "(a checkpoint is saved in the last two cases; resume it with\n"
+            "resume=RUN/weights/last.ckpt).\n");
+}
+
+/* train import-fmnist OUT [train=N] [val=N] */
+static int import_fmnist(int argc, char **argv)
+{
+    struct fmnist_import_options opt = {NULL, 0, 0};
+    struct error err = {0};
+
+    if (argc < 3) {
+        fprintf(stderr, "train import-fmnist: missing OUT folder\n");
+        return TRAIN_USAGE;
+    }
+    for (int i = 3; i < argc; i++) {
+        char *end;
+        if (strncmp(argv[i], "train=", 6) == 0) {
+            opt.train_limit = strtoul(argv[i] + 6, &end, 10);
+        } else if (strncmp(argv[i], "val=", 4) == 0) {
+            opt.val_limit = strtoul(argv[i] + 4, &end, 10);
+        } else {
+            fprintf(stderr,
+                    "train import-fmnist: invalid argument '%s'; use "
+                    "train=N or val=N\n",
+                    argv[i]);
+            return TRAIN_USAGE;
+        }
+        if (*end != '\0') {
+            fprintf(stderr,
+                    "train import-fmnist: invalid number in '%s'\n",
+                    argv[i]);
+            return TRAIN_USAGE;
+        }
+    }
+    log_init("train", LOG_LEVEL_INFO, 2);
+    if (fmnist_import(argv[2], &opt, &err) != 0) {
+        log_error("%s", err.msg);
+        return TRAIN_FAILED;
+    }
+    log_info("wrote Fashion-MNIST to %s", argv[2]);
+    return 0;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    trainer_request_stop();
+}
+
+int main(int argc, char **argv)
+{
+    struct train_args args;
+    struct error err = {0};
+    enum train_outcome outcome;
+    struct sigaction sa;
+
+    if (argc > 1 && strcmp(argv[1], "import-fmnist") == 0)
+        return import_fmnist(argc, argv);
+
+    args_defaults(&args);
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ||
+            strcmp(argv[i], "help") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (i == 1 && strcmp(argv[i], "train") == 0)
+            continue;
+        if (args_set(&args, argv[i], &err) != 0) {
+            fprintf(stderr, "train: %s\n", err.msg);
+            return TRAIN_USAGE;
+        }
+    }
+    if (args.data[0] == '\0' && args.resume[0] == '\0') {
+        fprintf(stderr, "train: missing data=; give a data set folder, or "
+                        "resume=CHECKPOINT\n");
+        return TRAIN_USAGE;
+    }
+
+    log_init("train", LOG_LEVEL_INFO, 2);
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    outcome = trainer_run(&args, &err);
+    if (outcome == TRAIN_FAILED)
+        log_error("%s", err.msg);
+    else
+        log_info("training ended: %s",
+                 outcome == TRAIN_COMPLETED ? "completed"
+                 : outcome == TRAIN_STOPPED ? "stopped, checkpoint saved"
+                                            : "time limit reached, "
+                                              "checkpoint saved");
+    return (int)outcome;
+}
