@@ -3,7 +3,7 @@
  *
  * The workspace is a single 64-byte aligned block that only grows, so a
  * training loop stops allocating after its first batch. A kernel that
- * needs several scratch arrays asks once for their total size and carves
+ * needs several scratch arrays requests their total size once and carves
  * them out of the block, because each call may move it.
  *
  * OpenBLAS is set to one thread here and kernels parallelize GEMMs with
@@ -64,7 +64,7 @@ void *cpu_kctx_workspace(struct kctx *ctx, size_t size)
     ctx->workspace = aligned_alloc(64, want);
     if (ctx->workspace == NULL) {
         /* NOTE: the kernel interface returns void, so a kernel cannot
-         * report this; running out of memory for scratch ends the
+         * report this. Running out of memory for scratch ends the
          * process with a message instead of failing later on NULL. */
         fprintf(stderr, "trainyard kernels: failed to allocate %zu bytes "
                         "of workspace\n", want);

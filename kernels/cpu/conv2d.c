@@ -14,19 +14,22 @@
  *   64->64 k1 s1  7x7      0.28    0.24    0.24      0.25
  *
  * "im2col" runs im2col + dnnl_sgemm (OpenBLAS's sgemm was 2x slower, see
- * gemm.c), "direct" runs sgemm on x for 1x1 convolutions, "oneDNN" lets
- * oneDNN choose blocked layouts and its direct JIT kernels (plus
- * reorders), and "oneDNN plain" keeps NCHW, where oneDNN runs its own
- * im2col + GEMM. On YOLO-sized shapes (batch 4) oneDNN also won every
+ * gemm.c). "direct" runs sgemm on x for 1x1 convolutions. "oneDNN" lets
+ * oneDNN choose blocked layouts and its direct JIT kernels, plus
+ * reorders. "oneDNN plain" keeps NCHW, where oneDNN runs its own im2col +
+ * GEMM. On YOLO-sized shapes (batch 4) oneDNN also won every
  * k > 1 case (3x3 at 80x80: 3.3 against 5.5 ms; depthwise 3x3: 0.21
  * against 0.91 ms), but lost every 1x1 case: 0.40 ms direct against 0.58
  * at 64 channels 40x40, 1.25 against 1.59 at 256 channels 20x20, and
  * 0.16 ms im2col against 0.40 for a 1x1 stride-2 convolution.
  *
+ * Repeated runs on the shared 2-core machine varied by up to 40% per
+ * entry, but the ranking never changed.
+ *
  * Choice: oneDNN for k > 1, direct for 1x1 with stride 1 and no padding,
  * im2col for other 1x1 convolutions and wherever oneDNN rejects a shape.
  * The whole network (convolutions, batch normalization, SiLU, forward
- * and backward) ran at about 8,000 images/s with this choice.
+ * and backward) ran at 7,300 to 8,200 images/s with this choice.
  */
 #include "cpu.h"
 

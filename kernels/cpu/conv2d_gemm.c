@@ -4,8 +4,8 @@
  *
  * Work split: the batch is cut into one contiguous range of images per
  * thread ("part"). Each part runs single-threaded sgemm calls on its own
- * images (see cpu.h for the reason). Inside a part the
- * im2col path handles up to `chunk` images at once:
+ * images (see cpu.h for the reason). Inside a part the im2col path
+ * handles up to `chunk` images at once:
  *
  *   forward   tmp[cout_g, cols] = W_g[cout_g, K] * col[K, cols]
  *   backward  dW_g[cout_g, K] += dY_g[cout_g, cols] * col^T
@@ -23,9 +23,10 @@
 
 #include <string.h>
 
-/* Column matrix budget per part, in floats: 4 MiB, about what fits the
- * L2 and L3 caches of one core of recent x86 CPUs. Larger chunks did not
- * run faster in bench/conv_cpu_bench.c. */
+/* Column matrix budget per part: 1 Mi floats (4 MiB). Budgets from 64 Ki
+ * to 4 Mi floats ran within noise of each other on the benchmark network
+ * of bench/conv_cpu_bench.c, measured with OpenBLAS as the GEMM. The
+ * budget mainly bounds memory on large images. */
 static size_t col_budget_floats = (size_t)1 << 20;
 
 void conv2d_gemm_set_col_budget(size_t floats)
@@ -60,7 +61,9 @@ static void plan_init(struct gemm_plan *p, const struct kctx *ctx,
     size_t per_image = (size_t)p->rows * p->ohw;
     size_t fit = col_budget_floats / (per_image > 0 ? per_image : 1);
     int per_part = (s->n + p->parts - 1) / p->parts;
-    p->chunk = fit < 1 ? 1 : (fit > (size_t)per_part ? per_part : (int)fit);
+    p->chunk = per_part;
+    if (fit < (size_t)per_part)
+        p->chunk = fit > 0 ? (int)fit : 1;
 }
 
 /* Floats of scratch per part: the column matrix and one [cout_g, cols]

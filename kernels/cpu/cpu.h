@@ -3,11 +3,12 @@
  *
  * Threading model: every parallel loop in kernels/cpu is an OpenMP loop
  * with num_threads(cpu_thread_count(ctx)) and a static schedule, so the
- * split of work between threads depends only on the thread count. OpenBLAS
- * (the pthread build) is kept at one thread, and parallel GEMMs are made by
- * giving each OpenMP thread its own block of rows or columns. Two thread
- * pools that both spin while idle would otherwise fight over the same
- * cores.
+ * split of work between threads depends only on the thread count. Each
+ * GEMM call (dnnl_sgemm, or OpenBLAS, see gemm.c) runs on one thread, and
+ * parallel GEMMs give each OpenMP thread its own block of rows or images.
+ * OpenBLAS (the pthread build) is kept at one thread, because its thread
+ * pool and OpenMP's would both spin while idle and fight over the same
+ * cores. oneDNN's convolutions use OpenMP themselves (conv2d_dnnl.c).
  */
 #ifndef TRAINYARD_KERNELS_CPU_H
 #define TRAINYARD_KERNELS_CPU_H

@@ -2,10 +2,10 @@
  * Single-threaded row-major sgemm for the kernels, on oneDNN or OpenBLAS.
  *
  * Measured on the development machine (AMD Zen 5, 2 cores, AVX-512):
- * Debian's OpenBLAS 0.3.21 runs its Haswell (AVX2) kernels there and
+ * Debian's OpenBLAS 0.3.21 picks its Haswell (AVX2) kernels there and
  * reached 105-131 GFLOP/s on one core for the GEMM shapes of the
- * benchmark network, while oneDNN 2.6's dnnl_sgemm, which JIT-compiles
- * for the CPU it finds, reached 245-278 GFLOP/s. oneDNN is the default;
+ * benchmark network. oneDNN 2.6's dnnl_sgemm, which JIT-compiles for the
+ * CPU it finds, reached 245-278 GFLOP/s. oneDNN is the default;
  * OpenBLAS stays selectable for comparison (bench/conv_cpu_bench.c).
  *
  * Callers run this inside their own OpenMP loops, one call per thread.

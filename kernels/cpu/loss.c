@@ -7,10 +7,10 @@
  * the final sum adds them in order, in double.
  *
  * Softmax cross-entropy per row: logsumexp(z) - z[label], with logsumexp
- * taken around the row's maximum so that exp never overflows; the gradient
- * of the batch mean is (softmax - onehot) / n.
- * BCE with logits: max(x, 0) - x t + log(1 + exp(-|x|)), which never
- * overflows; its gradient is sigmoid(x) - t.
+ * taken around the row's maximum so that exp cannot overflow. The
+ * gradient of the batch mean is (softmax - onehot) / n.
+ * BCE with logits: max(x, 0) - x t + log(1 + exp(-|x|)), where exp only
+ * sees values <= 0. Its gradient is sigmoid(x) - t.
  */
 #include "cpu.h"
 

@@ -16,7 +16,7 @@ int pool_shape_init(struct pool_shape *s)
     if (s->n <= 0 || s->c <= 0 || s->h <= 0 || s->w <= 0 || s->k <= 0
         || s->stride <= 0 || s->pad < 0)
         return -1;
-    /* As in PyTorch: with pad <= k / 2 every window holds at least one
+    /* As in PyTorch: with pad <= k / 2 every window contains at least one
      * input value, so argmax always names a real position. */
     if (2 * s->pad > s->k)
         return -1;

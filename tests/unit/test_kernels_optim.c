@@ -196,7 +196,7 @@ static void sumsq_same_for_any_thread_count(void **state)
     free(x);
 }
 
-/* ---- CPU against reference on random vectors ------------------------------ */
+/* ---- CPU against reference on random vectors ---------------------------- */
 
 struct optim_vectors {
     size_t n;
