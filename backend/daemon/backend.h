@@ -4,6 +4,7 @@
 
 #include <stdint.h>
 
+#include "config.h"
 #include "secret.h"
 #include "store.h"
 
@@ -11,9 +12,12 @@
 
 struct backend {
     const char *data_dir;
+    struct config config;
     struct store store;
     char secret[SECRET_HEX_LEN + 1];
     int64_t started_ms; /* CLOCK_MONOTONIC, for uptime */
+    /* Called from the service loop every SERVER_TICK_MS, when set. */
+    void (*on_tick)(struct backend *be);
 };
 
 #endif

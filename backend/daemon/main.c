@@ -15,11 +15,9 @@
 #include "backend.h"
 #include "clock.h"
 #include "fsutil.h"
+#include "instances.h"
 #include "log.h"
 #include "server.h"
-
-#define DEFAULT_HOST "127.0.0.1"
-#define DEFAULT_PORT 8081
 
 static void usage(FILE *out)
 {
@@ -28,41 +26,22 @@ static void usage(FILE *out)
             "Run the Trainyard backend: database, billing, training "
             "sessions.\n"
             "\n"
-            "  --data DIR        data folder: database, data sets, "
-            "checkpoints\n"
-            "                    (default $TRAINYARD_DATA, else ./var)\n"
-            "  --listen HOST:PORT  address for gateways (default %s:%d;\n"
-            "                    port 0 picks a free one)\n"
-            "  --port-file FILE  write the port listened on to FILE\n"
-            "  --log-level L     debug, info, warn or error (default "
+            "  --config FILE       read settings from FILE (format below)\n"
+            "  --data DIR          data folder: database, data sets, runs\n"
+            "                      (default $TRAINYARD_DATA, else ./var)\n"
+            "  --listen HOST:PORT  address for gateways (default "
+            "127.0.0.1:8081;\n"
+            "                      port 0 picks a free one)\n"
+            "  --unix-socket PATH  also listen on a Unix socket\n"
+            "  --port-file FILE    write the port listened on to FILE\n"
+            "  --log-level L       debug, info, warn or error (default "
             "info)\n"
-            "  --help            print this help and exit\n"
+            "  --help              print this help and exit\n"
             "\n"
-            "At first start the backend creates DIR/gateway.secret (mode "
-            "0600);\n"
-            "a gateway must present it to connect.\n",
-            DEFAULT_HOST, DEFAULT_PORT);
-}
-
-/* Split "HOST:PORT" into host (static buffer) and port. */
-static int parse_listen(const char *arg, const char **host, int *port)
-{
-    static char buf[256];
-    const char *colon = strrchr(arg, ':');
-    char *end;
-    long p;
-
-    if (colon == NULL || colon == arg ||
-        (size_t)(colon - arg) >= sizeof(buf))
-        return -1;
-    p = strtol(colon + 1, &end, 10);
-    if (*end != '\0' || colon[1] == '\0' || p < 0 || p > 65535)
-        return -1;
-    memcpy(buf, arg, (size_t)(colon - arg));
-    buf[colon - arg] = '\0';
-    *host = buf;
-    *port = (int)p;
-    return 0;
+            "Options override the file. At first start the backend creates\n"
+            "DIR/gateway.secret (mode 0600); a gateway must present it.\n"
+            "\n");
+    config_print_help(out);
 }
 
 static void on_signal(int sig)
@@ -71,35 +50,43 @@ static void on_signal(int sig)
     server_request_stop();
 }
 
-int main(int argc, char **argv)
+/* Apply command-line options over the configuration; returns 0, or 2
+ * after printing a usage error. */
+static int parse_options(int argc, char **argv, struct config *c,
+                         const char **port_file, enum log_level *level)
 {
     static const struct option long_options[] = {
+        {"config", required_argument, NULL, 'c'},
         {"data", required_argument, NULL, 'd'},
         {"listen", required_argument, NULL, 'l'},
+        {"unix-socket", required_argument, NULL, 'u'},
         {"port-file", required_argument, NULL, 'p'},
         {"log-level", required_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    struct server_options sopt = {DEFAULT_HOST, DEFAULT_PORT, NULL};
-    enum log_level level = LOG_LEVEL_INFO;
-    struct backend be;
     struct error err = {0};
-    char path[PATH_MAX];
-    int c, rc;
+    int opt;
 
-    memset(&be, 0, sizeof(be));
-    be.data_dir = getenv("TRAINYARD_DATA");
-    if (be.data_dir == NULL || be.data_dir[0] == '\0')
-        be.data_dir = "var";
-
-    while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
-        switch (c) {
+    /* The file first, so that the other options override it. */
+    for (int i = 1; i + 1 < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 &&
+            config_load(c, argv[i + 1], &err) != 0) {
+            fprintf(stderr, "backend: %s\n", err.msg);
+            return 2;
+        }
+    }
+    while ((opt = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            break;
         case 'd':
-            be.data_dir = optarg;
+            snprintf(c->data_dir, sizeof(c->data_dir), "%s", optarg);
             break;
         case 'l':
-            if (parse_listen(optarg, &sopt.host, &sopt.port) != 0) {
+            if (config_parse_address(optarg, c->listen_host,
+                                     sizeof(c->listen_host),
+                                     &c->listen_port) != 0) {
                 fprintf(stderr,
                         "backend: invalid --listen '%s'; expected "
                         "HOST:PORT such as 127.0.0.1:8081\n",
@@ -107,11 +94,14 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 'u':
+            snprintf(c->unix_socket, sizeof(c->unix_socket), "%s", optarg);
+            break;
         case 'p':
-            sopt.port_file = optarg;
+            *port_file = optarg;
             break;
         case 'v':
-            if (log_parse_level(optarg, &level) != 0) {
+            if (log_parse_level(optarg, level) != 0) {
                 fprintf(stderr,
                         "backend: invalid --log-level '%s'; use debug, "
                         "info, warn or error\n",
@@ -121,7 +111,7 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
-            return 0;
+            exit(0);
         default:
             usage(stderr);
             return 2;
@@ -132,6 +122,29 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct server_options sopt;
+    enum log_level level = LOG_LEVEL_INFO;
+    const char *port_file = NULL;
+    struct backend be;
+    struct error err = {0};
+    char path[PATH_MAX];
+    int rc;
+
+    memset(&be, 0, sizeof(be));
+    config_defaults(&be.config);
+    rc = parse_options(argc, argv, &be.config, &port_file, &level);
+    if (rc != 0)
+        return rc;
+    be.data_dir = be.config.data_dir;
+    sopt.host = be.config.listen_host;
+    sopt.port = be.config.listen_port;
+    sopt.unix_socket = be.config.unix_socket;
+    sopt.port_file = port_file;
 
     log_init("backend", level, 2);
     log_capture_sqlite();
@@ -149,12 +162,16 @@ int main(int argc, char **argv)
         snprintf(path, sizeof(path), "%s/trainyard.db", be.data_dir);
         rc = store_open(&be.store, path, schema_sql, &err);
     }
+    if (rc == 0) {
+        log_info("database '%s' at schema version %d", path,
+                 be.store.schema_version);
+        rc = instances_sync(&be.store, &be.config, &err);
+    }
     if (rc != 0) {
         log_error("%s", err.msg);
+        store_close(&be.store);
         return 1;
     }
-    log_info("database '%s' at schema version %d", path,
-             be.store.schema_version);
 
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);

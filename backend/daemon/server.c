@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fsutil.h"
 #include "log.h"
@@ -27,6 +29,15 @@ struct gateway_conn {
 static struct backend *server_backend;
 static struct lws_context *server_context;
 static volatile sig_atomic_t server_stopping;
+static lws_sorted_usec_list_t tick_sul;
+
+static void tick(lws_sorted_usec_list_t *sul)
+{
+    if (server_backend->on_tick != NULL)
+        server_backend->on_tick(server_backend);
+    lws_sul_schedule(server_context, 0, sul, tick,
+                     (lws_usec_t)SERVER_TICK_MS * 1000);
+}
 
 static void handle_message(struct lws *wsi, struct gateway_conn *c)
 {
@@ -142,6 +153,27 @@ int server_run(struct backend *be, const struct server_options *opt,
     }
     port = lws_get_vhost_listen_port(vhost);
     log_info("listening on %s:%d", opt->host, port);
+
+    if (opt->unix_socket != NULL && opt->unix_socket[0] != '\0') {
+        struct lws_context_creation_info uinfo = info;
+        uinfo.options |= LWS_SERVER_OPTION_UNIX_SOCK;
+        uinfo.iface = opt->unix_socket;
+        uinfo.port = 0;
+        uinfo.vhost_name = "unix";
+        unlink(opt->unix_socket); /* a socket file left by a crash */
+        if (lws_create_vhost(server_context, &uinfo) == NULL) {
+            lws_context_destroy(server_context);
+            server_context = NULL;
+            return error_set(err, -EADDRINUSE,
+                             "cannot listen on Unix socket '%s'; check that "
+                             "its folder exists and is writable",
+                             opt->unix_socket);
+        }
+        chmod(opt->unix_socket, 0600);
+        log_info("listening on Unix socket %s", opt->unix_socket);
+    }
+    lws_sul_schedule(server_context, 0, &tick_sul, tick,
+                     (lws_usec_t)SERVER_TICK_MS * 1000);
     if (opt->port_file != NULL)
         rc = write_port_file(opt->port_file, port, err);
 

@@ -5,10 +5,14 @@
 #include "backend.h"
 #include "error.h"
 
+/* Period of backend->on_tick, in milliseconds. */
+#define SERVER_TICK_MS 100
+
 struct server_options {
-    const char *host;      /* address to listen on, such as 127.0.0.1 */
-    int port;              /* 0 picks a free port */
-    const char *port_file; /* where to write the chosen port, or NULL */
+    const char *host;        /* address to listen on, such as 127.0.0.1 */
+    int port;                /* 0 picks a free port */
+    const char *unix_socket; /* also listen here when not NULL or empty */
+    const char *port_file;   /* where to write the chosen port, or NULL */
 };
 
 /* Serve until server_request_stop; returns 0 after a clean stop. */

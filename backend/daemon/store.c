@@ -27,6 +27,22 @@ int store_exec(struct store *st, const char *sql, struct error *err)
     return 0;
 }
 
+int store_begin(struct store *st, struct error *err)
+{
+    return store_exec(st, "BEGIN IMMEDIATE", err);
+}
+
+int store_commit(struct store *st, struct error *err)
+{
+    return store_exec(st, "COMMIT", err);
+}
+
+void store_rollback(struct store *st)
+{
+    if (!sqlite3_get_autocommit(st->db))
+        sqlite3_exec(st->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
 static int read_version(struct store *st, struct error *err)
 {
     sqlite3_stmt *stmt;

@@ -27,4 +27,11 @@ void store_close(struct store *st);
 /* Run one or more SQL statements that return no rows. */
 int store_exec(struct store *st, const char *sql, struct error *err);
 
+/* BEGIN IMMEDIATE: take the write lock now, so that checks made inside
+ * the transaction still hold when it commits. */
+int store_begin(struct store *st, struct error *err);
+int store_commit(struct store *st, struct error *err);
+/* Roll back the open transaction, if any; never fails. */
+void store_rollback(struct store *st);
+
 #endif
