@@ -8,24 +8,19 @@
 #include "proto.h"
 
 #include <cjson/cJSON.h>
+#include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "clock.h"
 #include "log.h"
 
-typedef cJSON *(*op_handler)(struct backend *be, const cJSON *args,
-                             const char **code, char *msg, size_t msg_len);
-
-static cJSON *op_health(struct backend *be, const cJSON *args,
-                        const char **code, char *msg, size_t msg_len)
+static cJSON *op_health(struct op_call *call)
 {
     cJSON *result = cJSON_CreateObject();
+    struct backend *be = call->be;
 
-    (void)args;
-    (void)code;
-    (void)msg;
-    (void)msg_len;
     cJSON_AddStringToObject(result, "status", "ok");
     cJSON_AddStringToObject(result, "version", BACKEND_VERSION);
     cJSON_AddNumberToObject(result, "protocol", PROTO_VERSION);
@@ -36,12 +31,73 @@ static cJSON *op_health(struct backend *be, const cJSON *args,
     return result;
 }
 
-static const struct {
-    const char *name;
-    op_handler handler;
-} ops[] = {
+const struct proto_op proto_core_ops[] = {
     {"health", op_health},
+    {NULL, NULL},
 };
+
+/* Every module's ops; a new module adds its table here. */
+static const struct proto_op *const op_tables[] = {
+    proto_core_ops,
+};
+
+static const struct proto_op *find_op(const char *name)
+{
+    for (size_t t = 0; t < sizeof(op_tables) / sizeof(op_tables[0]); t++)
+        for (const struct proto_op *op = op_tables[t]; op->name; op++)
+            if (strcmp(op->name, name) == 0)
+                return op;
+    return NULL;
+}
+
+cJSON *op_error(struct op_call *call, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+
+    call->code = code;
+    va_start(ap, fmt);
+    vsnprintf(call->message, sizeof(call->message), fmt, ap);
+    va_end(ap);
+    return NULL;
+}
+
+static const cJSON *find_arg(struct op_call *call, const char *name)
+{
+    return call->args ? cJSON_GetObjectItemCaseSensitive(call->args, name)
+                      : NULL;
+}
+
+int op_arg_int64(struct op_call *call, const char *name, int64_t *out)
+{
+    const cJSON *v = find_arg(call, name);
+
+    if (v == NULL)
+        return 1;
+    /* Whole numbers up to 2^53 are exact in a JSON double. */
+    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble
+        || fabs(v->valuedouble) > 9007199254740992.0) {
+        op_error(call, "invalid_request", "field '%s' must be a whole number",
+                 name);
+        return -1;
+    }
+    *out = (int64_t)v->valuedouble;
+    return 0;
+}
+
+int op_arg_string(struct op_call *call, const char *name, const char **out)
+{
+    const cJSON *v = find_arg(call, name);
+
+    if (v == NULL)
+        return 1;
+    if (!cJSON_IsString(v)) {
+        op_error(call, "invalid_request", "field '%s' must be a string",
+                 name);
+        return -1;
+    }
+    *out = v->valuestring;
+    return 0;
+}
 
 static char *error_message(const char *type, const cJSON *id,
                            const char *code, const char *text)
@@ -103,8 +159,9 @@ static char *handle_request(struct backend *be, const cJSON *root)
     const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "id");
     const cJSON *op = cJSON_GetObjectItemCaseSensitive(root, "op");
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(root, "args");
-    char text[256], msg[512] = "";
-    const char *code = NULL;
+    const cJSON *account = cJSON_GetObjectItemCaseSensitive(root,
+                                                            "account");
+    char text[256];
     cJSON *result = NULL, *reply;
     char *out;
 
@@ -118,19 +175,30 @@ static char *handle_request(struct backend *be, const cJSON *root)
         return error_message("response", id, "invalid_request",
                              "field 'args' must be an object");
 
-    size_t i;
-    for (i = 0; i < sizeof(ops) / sizeof(ops[0]); i++)
-        if (strcmp(ops[i].name, op->valuestring) == 0)
-            break;
-    if (i == sizeof(ops) / sizeof(ops[0])) {
+    const struct proto_op *found = find_op(op->valuestring);
+    if (found == NULL) {
         snprintf(text, sizeof(text), "unknown op '%.64s'", op->valuestring);
         return error_message("response", id, "unknown_op", text);
     }
+    if (account != NULL && !cJSON_IsNumber(account))
+        return error_message("response", id, "invalid_request",
+                             "field 'account' must be a number");
 
-    result = ops[i].handler(be, args, &code, msg, sizeof(msg));
-    if (result == NULL)
-        return error_message("response", id, code ? code : "internal",
-                             msg[0] ? msg : "internal error");
+    struct op_call call;
+    memset(&call, 0, sizeof(call));
+    call.be = be;
+    call.account_id = account ? (int64_t)account->valuedouble : 0;
+    call.args = args;
+    result = found->handler(&call);
+    if (result == NULL) {
+        if (call.code == NULL || strcmp(call.code, "internal") == 0)
+            log_error("op %s failed: %s", found->name,
+                      call.message[0] ? call.message : "no message");
+        return error_message("response", id, call.code ? call.code
+                                                       : "internal",
+                             call.message[0] ? call.message
+                                             : "internal error");
+    }
 
     reply = cJSON_CreateObject();
     cJSON_AddStringToObject(reply, "type", "response");
