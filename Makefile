@@ -92,6 +92,10 @@ NVCC_FLAGS := -O2 -std=c++17 -Ikernels -Icommon \
               -gencode arch=compute_90,code=compute_90
 CUDA_LIBS = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 \
             -lcudart -lcublas -lcudnn -lstdc++
+# The engine's CUDA kernel table (host code, compiled by nvcc so that only
+# builds with nvcc see it) and the kernels it calls. Programs linked with
+# these accept device=0; without them device.c rejects it with a message.
+ENGINE_CUDA_OBJS := $(BUILD)/cuda/backend/engine/device_cuda.o $(CUDA_OBJS)
 
 BENCH_SRCS := $(wildcard bench/*.c)
 BENCH_BINS := $(patsubst bench/%.c,$(BUILD)/bench/%,$(BENCH_SRCS))
@@ -198,14 +202,30 @@ $(BUILD)/cuda/%.o: %.cu
 	$(Q)mkdir -p $(@D)
 	$(Q)$(NVCC) $(NVCC_FLAGS) -MMD -MP -c $< -o $@
 
-$(BUILD)/cuda/tests/%: tests/cuda/%.c $(CUDA_OBJS) $(REL_LIB)
+$(BUILD)/cuda/tests/%: tests/cuda/%.c $(ENGINE_CUDA_OBJS) $(REL_LIB)
 	$(call say,LINK,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) -I$(CUDA_HOME)/include $(REL_CFLAGS) -MMD -MP $< \
-	    $(CUDA_OBJS) $(REL_LIB) $(LDLIBS) -lcmocka $(CUDA_LIBS) -o $@
+	    $(ENGINE_CUDA_OBJS) $(REL_LIB) $(LDLIBS) -lcmocka $(CUDA_LIBS) -o $@
 
+# With nvcc, the release train program and the training benchmark are
+# linked with CUDA support; these rules take the place of the generic
+# ones. The sanitizer build of train stays CPU-only. The CUDA tests run
+# $(BIN)/train, so `make cuda` builds it too.
 ifneq ($(NVCC),)
-cuda: $(CUDA_TEST_BINS)
+$(BIN)/train: $(REL_LIB) $(REL)/obj-main/train.o $(ENGINE_CUDA_OBJS)
+	$(call say,LINK,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(REL_CFLAGS) $(REL)/obj-main/train.o $(ENGINE_CUDA_OBJS) \
+	    $(REL_LIB) $(LDLIBS) $(CUDA_LIBS) -o $@
+
+$(BUILD)/bench/train_cpu: bench/train_cpu.c $(ENGINE_CUDA_OBJS) $(REL_LIB)
+	$(call say,LINK,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) $(REL_CFLAGS) -MMD -MP $< $(ENGINE_CUDA_OBJS) \
+	    $(REL_LIB) $(LDLIBS) $(CUDA_LIBS) -o $@
+
+cuda: $(CUDA_TEST_BINS) $(BIN)/train $(BUILD)/bench/train_cpu
 else
 cuda:
 	@echo 'make cuda: nvcc not found (looked in /usr/local/cuda/bin and' \
@@ -241,7 +261,7 @@ test: deps
 
 .PHONY: test-build
 test-build: $(UNIT_BINS) $(INTEG_BINS) $(TEST_PROGS) \
-            $(if $(NVCC),$(CUDA_TEST_BINS))
+            $(if $(NVCC),$(CUDA_TEST_BINS) $(BIN)/train)
 
 run: deps
 	$(Q)$(MAKE) --no-print-directory all ui

@@ -1,62 +1,130 @@
 #!/bin/bash
-# Build and check the CUDA code on a machine with an NVIDIA GPU, in under
-# 8 minutes: `make cuda`, then the CUDA kernel tests, which compare every
-# CUDA kernel with its CPU counterpart. Run from anywhere:
+# Build and check the CUDA code on a machine with an NVIDIA GPU, then time
+# training on the GPU against PyTorch, in one command that should take
+# under 8 minutes (each step has its own time limit, below):
 #
 #   bench/gpu.sh
 #
+# 1. `make cuda` and the programs (build/bin/train links the CUDA kernels
+#    when nvcc exists).
+# 2. The CUDA tests: every CUDA kernel against its CPU counterpart
+#    (test_cuda_kernels), and training on the GPU against the CPU plus a
+#    real `train device=0` run (test_cuda_train). On a GPU machine a
+#    skipped test is a failure.
+# 3. Training images per second on the GPU, our engine
+#    (build/bench/train_cpu with device 0) against PyTorch
+#    (bench/train_torch.py --device cuda), with the same network, batch
+#    and image size: bench/conv5-cls.yaml at 28x28, batch 64, and
+#    yolov8n-cls at 224x224, batch 64. Each side trains on one random
+#    batch that stays on the GPU, in float32 (TF32 off on both sides), for
+#    BENCH_SECONDS after 10 warm-up steps. Prints both figures and the
+#    ratio trainyard / pytorch for each network.
+#
 # Needs the CUDA toolkit with cuDNN 9 (nvcc in /usr/local/cuda/bin or on
-# PATH), the packages of `make deps`, and an NVIDIA driver. The machine
-# needs no network. Time limits per step: BUILD_TIMEOUT (default 300 s)
-# and TEST_TIMEOUT (default 120 s).
+# PATH), the packages of `make deps`, an NVIDIA driver, and PyTorch with
+# CUDA for $PYTHON (default: python3 or /usr/bin/python3, whichever has
+# PyTorch). It downloads nothing. Time limits:
+# BUILD_TIMEOUT (default 300 s) for the build, TEST_TIMEOUT (default
+# 120 s) per test program, BENCH_SECONDS (default 10) of timing per run,
+# and BENCH_TIMEOUT (default 120 s) per benchmark run.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 build_timeout=${BUILD_TIMEOUT:-300}
 test_timeout=${TEST_TIMEOUT:-120}
+bench_seconds=${BENCH_SECONDS:-10}
+bench_timeout=${BENCH_TIMEOUT:-120}
 build=${BUILD:-build}
+export BUILD="$build"
+# The first of python3 on PATH and Debian's /usr/bin/python3 that has
+# PyTorch, unless PYTHON names one.
+if [ -z "${PYTHON:-}" ]; then
+    for candidate in python3 /usr/bin/python3; do
+        if "$candidate" -c 'import torch' >/dev/null 2>&1; then
+            PYTHON=$candidate
+            break
+        fi
+    done
+fi
+python=${PYTHON:-python3}
+
+fail() {
+    echo "bench/gpu.sh: $*" >&2
+    exit 1
+}
 
 if ! nvidia-smi -L >/dev/null 2>&1; then
-    echo "bench/gpu.sh: nvidia-smi lists no GPU; run this on a machine" \
-         "with an NVIDIA GPU and driver" >&2
-    exit 1
+    fail "nvidia-smi lists no GPU; run this on a machine with an NVIDIA" \
+         "GPU and driver"
 fi
+# Checked before the build, so that a machine without PyTorch fails in
+# seconds rather than after the build and the tests.
+if ! torch_version=$("$python" -c 'import torch
+assert torch.cuda.is_available(), "torch.cuda.is_available() is False"
+print(torch.__version__, "CUDA", torch.version.cuda, "cuDNN",
+      torch.backends.cudnn.version())' 2>&1); then
+    reason=${torch_version##*$'\n'}
+    fail "PyTorch with CUDA is needed for the comparison, and $python" \
+         "failed: ${reason:-no output}; set PYTHON to an interpreter" \
+         "that has it"
+fi
+
 echo "== machine"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 nvcc_bin=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 "$nvcc_bin" --version | tail -n 1
+echo "pytorch $torch_version"
 
-echo "== make cuda (limit ${build_timeout} s)"
+echo "== make cuda and the programs (limit ${build_timeout} s)"
 start=$SECONDS
-timeout "$build_timeout" make -j"$(nproc)" BUILD="$build" cuda
+timeout "$build_timeout" make -j"$(nproc)" BUILD="$build" cuda all
 echo "built in $((SECONDS - start)) s"
 
-echo "== CUDA kernel tests (limit ${test_timeout} s)"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-start=$SECONDS
-status=0
-timeout "$test_timeout" "$build/cuda/tests/test_cuda_kernels" 2>&1 \
-    | tee "$log" || status=$?
-echo "tests ran in $((SECONDS - start)) s"
-if [ "$status" -ne 0 ]; then
-    echo "bench/gpu.sh: CUDA kernel tests failed (exit $status)" >&2
-    exit 1
-fi
-# nvidia-smi lists a GPU, so a skip here is a failure. The usual causes
-# are a driver older than CUDA 13 needs or a GPU older than compute
-# capability 8.0, and the SKIP lines above give the reason.
-if grep -q '^SKIP cuda' "$log"; then
-    echo "bench/gpu.sh: CUDA kernel tests were skipped on a GPU machine" >&2
-    exit 1
-fi
 
-# ---------------------------------------------------------------------------
-# TODO: training throughput against PyTorch. The training program does not
-# exist yet. When it does, this step will train the same YOLO model on the
-# same images with Trainyard's CUDA backend and with PyTorch (Ultralytics).
-# Both run a fixed number of steps after a warm-up, and the step prints
-# images per second for each, with the GPU, batch size and image size.
-# Until then this script stops after the tests.
-# ---------------------------------------------------------------------------
-echo "== training throughput: not measured yet (no training program)"
+# run_test NAME: run one CUDA test program; fail on a failure or a skip.
+run_test() {
+    local name=$1 status=0
+    echo "== $name (limit ${test_timeout} s)"
+    start=$SECONDS
+    timeout "$test_timeout" "$build/cuda/tests/$name" 2>&1 | tee "$log" \
+        || status=$?
+    echo "$name ran in $((SECONDS - start)) s"
+    if [ "$status" -ne 0 ]; then
+        fail "$name failed (exit $status)"
+    fi
+    # nvidia-smi lists a GPU, so a skip here is a failure. The usual causes
+    # are a driver older than CUDA 13 needs or a GPU older than compute
+    # capability 8.0, and the SKIP lines above give the reason.
+    if grep -q '^SKIP cuda' "$log"; then
+        fail "$name skipped tests on a GPU machine (see the SKIP lines" \
+             "above)"
+    fi
+}
+run_test test_cuda_kernels
+run_test test_cuda_train
+
+# bench_pair LABEL MODEL_YAML TORCH_MODEL IMGSZ BATCH: time both sides and
+# print the ratio.
+bench_pair() {
+    local label=$1 yaml=$2 torch_model=$3 imgsz=$4 batch=$5
+    local ours theirs
+    echo "== $label: ${imgsz}x${imgsz}, batch $batch, ${bench_seconds} s" \
+         "each"
+    ours=$(timeout "$bench_timeout" "$build/bench/train_cpu" "$batch" 0 \
+           "$bench_seconds" 0 "$yaml" "$imgsz") \
+        || fail "$label: our benchmark failed"
+    echo "$ours"
+    theirs=$(timeout "$bench_timeout" "$python" bench/train_torch.py \
+             "$batch" "$(nproc)" "$bench_seconds" --device cuda \
+             --model "$torch_model" --imgsz "$imgsz") \
+        || fail "$label: the PyTorch benchmark failed"
+    echo "$theirs"
+    awk -v a="${ours##* }" -v b="${theirs##* }" -v l="$label" \
+        'BEGIN { printf "%s ratio trainyard / pytorch: %.2f\n", l, a / b }'
+}
+
+echo "== training throughput on the GPU (float32, TF32 off)"
+bench_pair conv5-cls bench/conv5-cls.yaml conv5-cls 28 64
+bench_pair yolov8n-cls yolov8n-cls.yaml yolov8n-cls 224 64

@@ -1,14 +1,28 @@
 #!/usr/bin/python3
-"""Training images per second of bench/conv5-cls.yaml's network in PyTorch.
+"""Training images per second in PyTorch of the networks our engine builds.
 
-The same network as our engine builds (Conv = conv without bias + batch
-norm (eps 1e-3, momentum 0.03) + SiLU; Classify = Conv 1x1 to 1280,
-global average pool, linear), trained with SGD (Nesterov, momentum 0.9)
-on random 28x28 grayscale batches, as bench/train_cpu.c does.
+Two networks, built from the same modules as Ultralytics (Conv = conv
+without bias + batch norm (eps 1e-3, momentum 0.03) + SiLU; C2f and its
+Bottleneck; Classify = Conv 1x1 to 1280, global average pool, linear):
+
+- conv5-cls: bench/conv5-cls.yaml, 28x28 grayscale, 10 classes;
+- yolov8n-cls: backend/engine/models/yolov8-cls.yaml at scale n (depth
+  0.33, width 0.25), 3 channels, 1000 classes.
+
+Each step is zero_grad, forward, cross-entropy, backward and SGD (Nesterov,
+momentum 0.9) on one random batch that stays on the device, as
+bench/train_cpu.c does in our engine. On CUDA, TF32 is turned off for
+convolutions and matrix products, because our engine computes in float32
+(PyTorch allows TF32 in cuDNN convolutions by default), and the clock
+stops after torch.cuda.synchronize().
 
 Usage: /usr/bin/python3 bench/train_torch.py [batch] [threads] [seconds]
-Prints one line: "pytorch images/s N".
+           [--device cpu|cuda] [--model conv5-cls|yolov8n-cls]
+           [--imgsz N]
+Prints one line: "pytorch images/s N", and the parameter count on
+standard error.
 """
+import argparse
 import sys
 import time
 
@@ -27,42 +41,131 @@ class Conv(nn.Module):
         return F.silu(self.bn(self.conv(x)))
 
 
-class Net(nn.Module):
-    def __init__(self):
+class Bottleneck(nn.Module):
+    """Two 3x3 Convs at c channels, with the input added when shortcut."""
+
+    def __init__(self, c, shortcut):
         super().__init__()
-        self.body = nn.Sequential(Conv(1, 16, 3, 1), Conv(16, 32, 3, 2),
-                                  Conv(32, 32, 3, 1), Conv(32, 64, 3, 2),
-                                  Conv(64, 64, 3, 1), Conv(64, 1280, 1, 1))
-        self.linear = nn.Linear(1280, 10)
+        self.cv1 = Conv(c, c, 3, 1)
+        self.cv2 = Conv(c, c, 3, 1)
+        self.add = shortcut
 
     def forward(self, x):
-        return self.linear(self.body(x).mean((2, 3)))
+        y = self.cv2(self.cv1(x))
+        return x + y if self.add else y
+
+
+class C2f(nn.Module):
+    """C2f of c2 channels: cv1 makes 2 * (c2 // 2) channels, and their
+    second half feeds n Bottlenecks in a chain. cv2 mixes cv1's output and
+    every Bottleneck's output."""
+
+    def __init__(self, c1, c2, n, shortcut):
+        super().__init__()
+        self.c = c2 // 2
+        self.cv1 = Conv(c1, 2 * self.c, 1, 1)
+        self.cv2 = Conv((2 + n) * self.c, c2, 1, 1)
+        self.m = nn.ModuleList(Bottleneck(self.c, shortcut)
+                               for _ in range(n))
+
+    def forward(self, x):
+        y = list(self.cv1(x).chunk(2, 1))
+        for m in self.m:
+            y.append(m(y[-1]))
+        return self.cv2(torch.cat(y, 1))
+
+
+class Classify(nn.Module):
+    def __init__(self, c1, classes):
+        super().__init__()
+        self.conv = Conv(c1, 1280, 1, 1)
+        self.linear = nn.Linear(1280, classes)
+
+    def forward(self, x):
+        return self.linear(self.conv(x).mean((2, 3)))
+
+
+def conv5_cls():
+    """bench/conv5-cls.yaml: 1 input channel, 10 classes."""
+    body = nn.Sequential(Conv(1, 16, 3, 1), Conv(16, 32, 3, 2),
+                         Conv(32, 32, 3, 1), Conv(32, 64, 3, 2),
+                         Conv(64, 64, 3, 1))
+    return nn.Sequential(body, Classify(64, 10)), 1, 10
+
+
+def yolov8n_cls():
+    """yolov8-cls.yaml at scale n: channels 64, 128, 256, 512, 1024 times
+    0.25, and C2f repeats 3, 6, 6, 3 times 0.33, rounded (1, 2, 2, 1)."""
+    layers = [
+        Conv(3, 16, 3, 2),
+        Conv(16, 32, 3, 2),
+        C2f(32, 32, 1, True),
+        Conv(32, 64, 3, 2),
+        C2f(64, 64, 2, True),
+        Conv(64, 128, 3, 2),
+        C2f(128, 128, 2, True),
+        Conv(128, 256, 3, 2),
+        C2f(256, 256, 1, True),
+        Classify(256, 1000),
+    ]
+    return nn.Sequential(*layers), 3, 1000
+
+
+MODELS = {"conv5-cls": conv5_cls, "yolov8n-cls": yolov8n_cls}
 
 
 def main():
-    batch = int(sys.argv[1]) if len(sys.argv) > 1 else 64
-    threads = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-    seconds = float(sys.argv[3]) if len(sys.argv) > 3 else 10
-    torch.set_num_threads(threads)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("batch", nargs="?", type=int, default=64)
+    parser.add_argument("threads", nargs="?", type=int, default=2,
+                        help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("seconds", nargs="?", type=float, default=10)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu or cuda (default: cpu)")
+    parser.add_argument("--model", default="conv5-cls",
+                        choices=sorted(MODELS))
+    parser.add_argument("--imgsz", type=int, default=28,
+                        help="image height and width in pixels")
+    args = parser.parse_args()
+
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("train_torch.py: --device cuda, but "
+                     "torch.cuda.is_available() is False")
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     torch.manual_seed(0)
-    net = Net().train()
+    net, channels, classes = MODELS[args.model]()
+    net = net.to(device).train()
+    params = sum(p.numel() for p in net.parameters())
+    print(f"train_torch.py: {args.model} at {args.imgsz} on {device}: "
+          f"{params} parameters", file=sys.stderr)
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9,
                           nesterov=True)
-    x = torch.rand(batch, 1, 28, 28)
-    y = torch.randint(0, 10, (batch,))
+    x = torch.rand(args.batch, channels, args.imgsz, args.imgsz,
+                   device=device)
+    y = torch.randint(0, classes, (args.batch,), device=device)
 
     def step():
         opt.zero_grad()
         F.cross_entropy(net(x), y).backward()
         opt.step()
 
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     for _ in range(10):
         step()
+    sync()
     n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    while time.perf_counter() - start < args.seconds:
         step()
         n += 1
-    rate = n * batch / (time.perf_counter() - start)
+    sync()
+    rate = n * args.batch / (time.perf_counter() - start)
     print(f"pytorch images/s {rate:.0f}")
 
 

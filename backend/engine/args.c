@@ -179,6 +179,10 @@ int args_set(struct train_args *a, const char *word, struct error *err)
             strncmp(specs[i].name, word, klen) != 0)
             continue;
         rc = set_value(a, &specs[i], eq + 1, err);
+        if (rc == 0 && strcmp(specs[i].name, "time") == 0)
+            a->time_given = 1;
+        if (rc == 0 && strcmp(specs[i].name, "device") == 0)
+            a->device_given = 1;
         return rc != 0 ? rc : check_ranges(a, err);
     }
     return error_set(err, -EINVAL,

@@ -44,6 +44,9 @@ struct train_args {
     double dropout;
     int threads;      /* CPU threads; 0 means all cores */
     int events_fd;    /* file descriptor for JSON-line events; -1: none */
+    /* Set when the command line gave time= or device=, which a resume
+     * takes over the checkpoint's values. */
+    int time_given, device_given;
 };
 
 /* Fill every field with its default. */

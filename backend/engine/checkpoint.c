@@ -2,6 +2,11 @@
  * Checkpoint files (format in checkpoint.h). The header is JSON through
  * cJSON; doubles that must survive exactly (learning rates, loss sums) are
  * printed with 17 significant digits, which round-trips an IEEE double.
+ *
+ * Tensors may live in GPU memory, so each array travels between the
+ * network and the file through host memory (net_array_to_host and
+ * net_array_from_host). The file contains the same bytes whatever the
+ * device.
  */
 #include "engine/checkpoint.h"
 
@@ -144,6 +149,48 @@ static void put_u32(struct writer *w, uint32_t v)
     put(w, b, 4);
 }
 
+/* Floats in the largest parameter or buffer of net. */
+static size_t largest_tensor(const struct net *net)
+{
+    size_t n = 1;
+
+    for (int i = 0; i < net->nparams; i++)
+        n = net->params[i].n > n ? net->params[i].n : n;
+    for (int i = 0; i < net->nbuffers; i++)
+        n = net->buffers[i].n > n ? net->buffers[i].n : n;
+    return n;
+}
+
+/* Write every tensor array in file order, each copied to host through
+ * staging. Returns 0, or the failure of a device copy with err filled;
+ * write failures are left in w. */
+static int put_tensors(struct writer *w, const struct net *net, float *staging,
+                       struct error *err)
+{
+    for (int i = 0; i < net->nparams; i++) {
+        const struct param *p = &net->params[i];
+        const float *arrays[] = {p->data, p->ema, p->grad, p->state_a,
+                                 p->state_b};
+        for (int a = 0; a < 5; a++) {
+            int rc = net_array_to_host(net, staging, arrays[a], p->n, err);
+            if (rc != 0)
+                return rc;
+            put(w, staging, p->n * sizeof(float));
+        }
+    }
+    for (int i = 0; i < net->nbuffers; i++) {
+        const struct buffer *b = &net->buffers[i];
+        const float *arrays[] = {b->data, b->ema};
+        for (int a = 0; a < 2; a++) {
+            int rc = net_array_to_host(net, staging, arrays[a], b->n, err);
+            if (rc != 0)
+                return rc;
+            put(w, staging, b->n * sizeof(float));
+        }
+    }
+    return 0;
+}
+
 int ckpt_write(const char *path, const struct net *net,
                const struct model_spec *spec, const struct train_args *args,
                const struct train_state *state, const struct optimizer *opt,
@@ -151,17 +198,24 @@ int ckpt_write(const char *path, const struct net *net,
 {
     char tmp[4200];
     struct writer w = {-1, 0, 0};
+    struct error copy_err = {0};
     char *header;
+    float *staging;
     int rc = 0;
 
     snprintf(tmp, sizeof(tmp), "%s.tmp.%d", path, (int)getpid());
     header = header_text(net, spec, args, state, opt, imgsz, class_names);
-    if (header == NULL)
+    staging = malloc(largest_tensor(net) * sizeof(float));
+    if (header == NULL || staging == NULL) {
+        free(header);
+        free(staging);
         return error_set(err, -ENOMEM, "out of memory writing '%s'", path);
+    }
 
     w.fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (w.fd < 0) {
         free(header);
+        free(staging);
         return error_errno(err, errno, "cannot create checkpoint '%s'", tmp);
     }
     w.crc = crc32(0, NULL, 0);
@@ -170,16 +224,15 @@ int ckpt_write(const char *path, const struct net *net,
     put_u32(&w, (uint32_t)strlen(header));
     put(&w, header, strlen(header));
     free(header);
-    for (int i = 0; i < net->nparams; i++) {
-        const struct param *p = &net->params[i];
-        const float *arrays[] = {p->data, p->ema, p->grad, p->state_a,
-                                 p->state_b};
-        for (int a = 0; a < 5; a++)
-            put(&w, arrays[a], p->n * sizeof(float));
-    }
-    for (int i = 0; i < net->nbuffers; i++) {
-        put(&w, net->buffers[i].data, net->buffers[i].n * sizeof(float));
-        put(&w, net->buffers[i].ema, net->buffers[i].n * sizeof(float));
+    rc = put_tensors(&w, net, staging, &copy_err);
+    free(staging);
+    if (rc != 0) {
+        close(w.fd);
+        unlink(tmp);
+        return error_set(err, rc,
+                         "cannot write checkpoint '%s' (the previous one is "
+                         "kept): %s",
+                         path, copy_err.msg);
     }
     put_u32(&w, (uint32_t)w.crc);
 
@@ -397,20 +450,29 @@ int ckpt_load_tensors(struct checkpoint *ck, struct net *net,
                          "bytes expected, %zu found)",
                          need, ck->size - at - 4);
 
+    /* The arrays are copied from the file bytes in place: the host side
+     * of a copy needs no alignment. */
     for (int i = 0; i < net->nparams; i++) {
         struct param *p = &net->params[i];
         float *arrays[] = {p->data, p->ema, p->grad, p->state_a, p->state_b};
         for (int a = 0; a < 5; a++) {
-            memcpy(arrays[a], ck->data + at, p->n * sizeof(float));
+            int rc =
+                net_array_from_host(net, arrays[a], ck->data + at, p->n, err);
+            if (rc != 0)
+                return rc;
             at += p->n * sizeof(float);
         }
     }
     for (int i = 0; i < net->nbuffers; i++) {
         struct buffer *b = &net->buffers[i];
-        memcpy(b->data, ck->data + at, b->n * sizeof(float));
-        at += b->n * sizeof(float);
-        memcpy(b->ema, ck->data + at, b->n * sizeof(float));
-        at += b->n * sizeof(float);
+        float *arrays[] = {b->data, b->ema};
+        for (int a = 0; a < 2; a++) {
+            int rc =
+                net_array_from_host(net, arrays[a], ck->data + at, b->n, err);
+            if (rc != 0)
+                return rc;
+            at += b->n * sizeof(float);
+        }
     }
     return 0;
 }

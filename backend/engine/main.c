@@ -1,6 +1,7 @@
 /*
  * train: the Trainyard training program. It takes Ultralytics-style
- * key=value arguments, trains on the CPU, writes results.csv and
+ * key=value arguments, trains on the CPU (device=cpu) or on a CUDA GPU
+ * (device=0, in builds linked with CUDA support), writes results.csv and
  * checkpoints under project/name, and, with events_fd=N, reports progress
  * as JSON lines on descriptor N for the backend. Exit status: 0 completed,
  * 1 failed, 2 invalid arguments, 3 stopped by a signal (checkpoint

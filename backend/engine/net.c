@@ -7,7 +7,13 @@
  * Weight initialization follows PyTorch's defaults, which Ultralytics
  * keeps: conv and linear weights uniform in +-1/sqrt(fan_in) (kaiming
  * uniform with a = sqrt(5)), linear biases likewise, batch-norm weight 1
- * and bias 0, running mean 0 and variance 1.
+ * and bias 0, running mean 0 and variance 1. Initial values are drawn on
+ * the host, in build order, and copied into the device's arrays, so every
+ * device starts from the same weights.
+ *
+ * Every kernel call and every buffer goes through net->ops. The passes
+ * return void, so a failing zero-fill is recorded in net->failure for
+ * net_check; kernel failures stay in the kctx until the same check.
  */
 #include "net.h"
 
@@ -38,15 +44,73 @@ struct build {
     struct net *net;
     struct rng rng;
     int failed;
+    struct error error; /* first allocation or copy failure; code 0: none */
+    float *host;        /* staging for initial values, host_n floats */
+    size_t host_n;
 };
+
+/* Keep the first failure of the build. */
+static void build_fail(struct build *b, const struct error *e)
+{
+    b->failed = 1;
+    if (b->error.code == 0 && e != NULL && e->code != 0)
+        b->error = *e;
+}
+
+/* Zero-filled device memory of size bytes, or NULL after build_fail. */
+static void *alloc_bytes(struct build *b, size_t size)
+{
+    struct error e = {0};
+    void *p = b->net->ops->alloc(b->net->ctx, size, &e);
+
+    if (p == NULL)
+        build_fail(b, &e);
+    return p;
+}
 
 static float *alloc_floats(struct build *b, size_t n)
 {
-    float *p = calloc(n ? n : 1, sizeof(float));
+    return alloc_bytes(b, (n ? n : 1) * sizeof(float));
+}
 
-    if (p == NULL)
-        b->failed = 1;
-    return p;
+/* Host staging of at least n floats, or NULL after build_fail. */
+static float *host_staging(struct build *b, size_t n)
+{
+    if (n > b->host_n) {
+        float *grown = realloc(b->host, n * sizeof(float));
+        if (grown == NULL) {
+            struct error e = {0};
+            error_set(&e, -ENOMEM, "out of memory building the model");
+            build_fail(b, &e);
+            return NULL;
+        }
+        b->host = grown;
+        b->host_n = n;
+    }
+    return b->host;
+}
+
+/* Copy n floats of initial values from the host into a device array. */
+static void upload(struct build *b, float *dst, const float *src, size_t n)
+{
+    struct error e = {0};
+    struct net *net = b->net;
+    size_t size = n * sizeof(float);
+
+    if (net->ops->copy_to_device(net->ctx, dst, src, size, &e) != 0)
+        build_fail(b, &e);
+}
+
+/* Set n floats of a device array to value. */
+static void fill(struct build *b, float *x, size_t n, float value)
+{
+    float *host = x != NULL ? host_staging(b, n) : NULL;
+
+    if (host == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        host[i] = value;
+    upload(b, x, host, n);
 }
 
 /* Allocate an activation gradient buffer that net_zero_grad clears. */
@@ -60,7 +124,7 @@ static float *alloc_grad(struct build *b, size_t n)
         float **bufs = realloc(net->grad_bufs, (size_t)cap * sizeof(*bufs));
         if (bufs == NULL) {
             b->failed = 1;
-            free(p);
+            net->ops->release(net->ctx, p);
             return NULL;
         }
         net->grad_bufs = bufs;
@@ -68,7 +132,7 @@ static float *alloc_grad(struct build *b, size_t n)
                                 (size_t)cap * sizeof(*sizes));
         if (sizes == NULL) {
             b->failed = 1;
-            free(p);
+            net->ops->release(net->ctx, p);
             return NULL;
         }
         net->grad_sizes = sizes;
@@ -141,15 +205,33 @@ static int add_buffer(struct build *b, const char *name, size_t n,
     buf->n = n;
     buf->data = alloc_floats(b, n);
     buf->ema = alloc_floats(b, n);
-    for (size_t i = 0; buf->data && i < n; i++)
-        buf->data[i] = value;
+    if (value != 0.0f) /* alloc_floats gives zeros */
+        fill(b, buf->data, n, value);
     return net->nbuffers++;
 }
 
+/* Draw n values uniform in +-bound on the host and copy them to x. */
 static void init_uniform(struct build *b, float *x, size_t n, float bound)
 {
-    for (size_t i = 0; x != NULL && i < n; i++)
-        x[i] = (float)((rng_uniform(&b->rng) * 2.0 - 1.0) * bound);
+    float *host = x != NULL ? host_staging(b, n) : NULL;
+
+    if (host == NULL)
+        return;
+    for (size_t i = 0; i < n; i++)
+        host[i] = (float)((rng_uniform(&b->rng) * 2.0 - 1.0) * bound);
+    upload(b, x, host, n);
+}
+
+/* ---- Zero-fills inside a pass ------------------------------------------- */
+
+/* Zero n floats of a device array; a failure is kept for net_check. */
+static void zero_floats(struct net *net, float *x, size_t n)
+{
+    struct error e = {0};
+
+    if (net->ops->zero(net->ctx, x, n * sizeof(float), &e) != 0 &&
+        net->failure.code == 0)
+        net->failure = e;
 }
 
 /* ---- Conv: conv2d + batch norm + SiLU ----------------------------------
@@ -211,8 +293,7 @@ static void convbn_build(struct build *b, struct convbn *cv,
     /* Initial values: see the file comment. */
     float bound = 1.0f / sqrtf((float)(wsize / (size_t)c_out));
     init_uniform(b, b->net->params[ids.weight].data, wsize, bound);
-    for (int i = 0; i < c_out; i++)
-        b->net->params[ids.gamma].data[i] = 1.0f;
+    fill(b, b->net->params[ids.gamma].data, (size_t)c_out, 1.0f);
 
     out_size = (size_t)b->net->max_batch * (size_t)c_out *
                (size_t)cv->shape.h_out * (size_t)cv->shape.w_out;
@@ -273,7 +354,8 @@ static void convbn_forward(struct net *net, struct convbn *cv,
 
     s.n = net->batch;
     size = convbn_out_size(cv, net->batch);
-    cpu_conv2d_forward(net->ctx, &s, x, cv->weight->data, NULL, cv->conv_out);
+    net->ops->conv2d_forward(net->ctx, &s, x, cv->weight->data, NULL,
+                             cv->conv_out);
 
     bs.n = net->batch;
     bs.c = s.c_out;
@@ -282,18 +364,16 @@ static void convbn_forward(struct net *net, struct convbn *cv,
     bs.momentum = BN_MOMENTUM;
     float *bn_dst = cv->act ? cv->bn_out : cv->y;
     if (train)
-        cpu_batchnorm_forward_train(net->ctx, &bs, cv->conv_out,
-                                    cv->gamma->data, cv->beta->data,
-                                    cv->running_mean->data,
-                                    cv->running_var->data, cv->save_mean,
-                                    cv->save_invstd, bn_dst);
+        net->ops->batchnorm_forward_train(
+            net->ctx, &bs, cv->conv_out, cv->gamma->data, cv->beta->data,
+            cv->running_mean->data, cv->running_var->data, cv->save_mean,
+            cv->save_invstd, bn_dst);
     else
-        cpu_batchnorm_forward_infer(net->ctx, &bs, cv->conv_out,
-                                    cv->gamma->data, cv->beta->data,
-                                    cv->running_mean->data,
-                                    cv->running_var->data, bn_dst);
+        net->ops->batchnorm_forward_infer(
+            net->ctx, &bs, cv->conv_out, cv->gamma->data, cv->beta->data,
+            cv->running_mean->data, cv->running_var->data, bn_dst);
     if (cv->act)
-        cpu_silu_forward(net->ctx, cv->bn_out, cv->y, size);
+        net->ops->silu_forward(net->ctx, cv->bn_out, cv->y, size);
 }
 
 /* Backward from cv->dy; accumulates into dx (may be NULL) and into the
@@ -308,9 +388,9 @@ static void convbn_backward(struct net *net, struct convbn *cv,
 
     s.n = net->batch;
     if (cv->act) {
-        memset(net->scratch_a, 0, size * sizeof(float));
-        cpu_silu_backward(net->ctx, cv->bn_out, cv->dy, net->scratch_a,
-                          size);
+        zero_floats(net, net->scratch_a, size);
+        net->ops->silu_backward(net->ctx, cv->bn_out, cv->dy, net->scratch_a,
+                                size);
         dbn = net->scratch_a;
     }
 
@@ -319,13 +399,13 @@ static void convbn_backward(struct net *net, struct convbn *cv,
     bs.hw = s.h_out * s.w_out;
     bs.eps = BN_EPS;
     bs.momentum = BN_MOMENTUM;
-    memset(net->scratch_b, 0, size * sizeof(float));
-    cpu_batchnorm_backward(net->ctx, &bs, cv->conv_out, cv->gamma->data,
-                           cv->save_mean, cv->save_invstd, dbn,
-                           net->scratch_b, cv->gamma->grad, cv->beta->grad);
+    zero_floats(net, net->scratch_b, size);
+    net->ops->batchnorm_backward(
+        net->ctx, &bs, cv->conv_out, cv->gamma->data, cv->save_mean,
+        cv->save_invstd, dbn, net->scratch_b, cv->gamma->grad, cv->beta->grad);
 
-    cpu_conv2d_backward(net->ctx, &s, x, cv->weight->data, net->scratch_b,
-                        dx, cv->weight->grad, NULL);
+    net->ops->conv2d_backward(net->ctx, &s, x, cv->weight->data, net->scratch_b,
+                              dx, cv->weight->grad, NULL);
 }
 
 /* ---- Bottleneck -------------------------------------------------------- */
@@ -359,8 +439,8 @@ static void bottleneck_forward(struct net *net, struct bottleneck *m,
     convbn_forward(net, &m->cv2, m->cv1.y, train);
     if (m->add) {
         size_t size = convbn_out_size(&m->cv2, net->batch);
-        memcpy(m->y, x, size * sizeof(float));
-        cpu_add_forward(net->ctx, m->cv2.y, m->y, size);
+        net->ops->copy(net->ctx, m->y, x, size);
+        net->ops->add_forward(net->ctx, m->cv2.y, m->y, size);
     }
 }
 
@@ -369,8 +449,8 @@ static void bottleneck_backward(struct net *net, struct bottleneck *m,
 {
     if (m->add) {
         size_t size = convbn_out_size(&m->cv2, net->batch);
-        cpu_add_forward(net->ctx, m->dy, m->cv2.dy, size);
-        cpu_add_forward(net->ctx, m->dy, dx, size);
+        net->ops->add_forward(net->ctx, m->dy, m->cv2.dy, size);
+        net->ops->add_forward(net->ctx, m->dy, dx, size);
     }
     convbn_backward(net, &m->cv2, m->cv1.y, m->cv1.dy);
     convbn_backward(net, &m->cv1, x, dx);
@@ -433,15 +513,15 @@ static void c2f_forward(struct net *net, struct layer *l, const float *x,
 
     convbn_forward(net, &m->cv1, x, train);
     s = slice(n, hw, whole, 2 * hid, 0);
-    cpu_channel_copy_in(net->ctx, &s, m->cv1.y, m->cat, 0);
+    net->ops->channel_copy_in(net->ctx, &s, m->cv1.y, m->cat, 0);
     s = slice(n, hw, 2 * hid, hid, hid);
-    cpu_channel_copy_out(net->ctx, &s, m->cv1.y, m->b_in, 0);
+    net->ops->channel_copy_out(net->ctx, &s, m->cv1.y, m->b_in, 0);
 
     const float *in = m->b_in;
     for (int i = 0; i < m->n; i++) {
         bottleneck_forward(net, &m->m[i], in, train);
         s = slice(n, hw, whole, hid, (2 + i) * hid);
-        cpu_channel_copy_in(net->ctx, &s, m->m[i].y, m->cat, 0);
+        net->ops->channel_copy_in(net->ctx, &s, m->m[i].y, m->cat, 0);
         in = m->m[i].y;
     }
     convbn_forward(net, &m->cv2, m->cat, train);
@@ -460,13 +540,13 @@ static void c2f_backward(struct net *net, struct layer *l, const float *x,
         const float *in = i == 0 ? m->b_in : m->m[i - 1].y;
         float *din = i == 0 ? m->db_in : m->m[i - 1].dy;
         s = slice(n, hw, whole, hid, (2 + i) * hid);
-        cpu_channel_copy_out(net->ctx, &s, m->dcat, m->m[i].dy, 1);
+        net->ops->channel_copy_out(net->ctx, &s, m->dcat, m->m[i].dy, 1);
         bottleneck_backward(net, &m->m[i], in, din);
     }
     s = slice(n, hw, whole, 2 * hid, 0);
-    cpu_channel_copy_out(net->ctx, &s, m->dcat, m->cv1.dy, 1);
+    net->ops->channel_copy_out(net->ctx, &s, m->dcat, m->cv1.dy, 1);
     s = slice(n, hw, 2 * hid, hid, hid);
-    cpu_channel_copy_in(net->ctx, &s, m->db_in, m->cv1.dy, 1);
+    net->ops->channel_copy_in(net->ctx, &s, m->db_in, m->cv1.dy, 1);
     convbn_backward(net, &m->cv1, x, dx);
 }
 
@@ -499,9 +579,7 @@ static void sppf_build(struct build *b, struct layer *l, const char *prefix,
     for (int i = 0; i < 3; i++) {
         m->p[i] = alloc_floats(b, size);
         m->dp[i] = alloc_grad(b, size);
-        m->argmax[i] = calloc(size, sizeof(int32_t));
-        if (m->argmax[i] == NULL)
-            b->failed = 1;
+        m->argmax[i] = alloc_bytes(b, size * sizeof(int32_t));
     }
     m->cat = alloc_floats(b, 4 * size);
     m->dcat = alloc_grad(b, 4 * size);
@@ -523,12 +601,12 @@ static void sppf_forward(struct net *net, struct layer *l, const float *x,
     ps.n = net->batch;
     convbn_forward(net, &m->cv1, x, train);
     s = slice(net->batch, hw, 4 * hid, hid, 0);
-    cpu_channel_copy_in(net->ctx, &s, m->cv1.y, m->cat, 0);
+    net->ops->channel_copy_in(net->ctx, &s, m->cv1.y, m->cat, 0);
     const float *in = m->cv1.y;
     for (int i = 0; i < 3; i++) {
-        cpu_maxpool_forward(net->ctx, &ps, in, m->p[i], m->argmax[i]);
+        net->ops->maxpool_forward(net->ctx, &ps, in, m->p[i], m->argmax[i]);
         s = slice(net->batch, hw, 4 * hid, hid, (i + 1) * hid);
-        cpu_channel_copy_in(net->ctx, &s, m->p[i], m->cat, 0);
+        net->ops->channel_copy_in(net->ctx, &s, m->p[i], m->cat, 0);
         in = m->p[i];
     }
     convbn_forward(net, &m->cv2, m->cat, train);
@@ -547,11 +625,12 @@ static void sppf_backward(struct net *net, struct layer *l, const float *x,
     for (int i = 2; i >= 0; i--) {
         float *dprev = i == 0 ? m->cv1.dy : m->dp[i - 1];
         s = slice(net->batch, hw, 4 * hid, hid, (i + 1) * hid);
-        cpu_channel_copy_out(net->ctx, &s, m->dcat, m->dp[i], 1);
-        cpu_maxpool_backward(net->ctx, &ps, m->argmax[i], m->dp[i], dprev);
+        net->ops->channel_copy_out(net->ctx, &s, m->dcat, m->dp[i], 1);
+        net->ops->maxpool_backward(net->ctx, &ps, m->argmax[i], m->dp[i],
+                                   dprev);
     }
     s = slice(net->batch, hw, 4 * hid, hid, 0);
-    cpu_channel_copy_out(net->ctx, &s, m->dcat, m->cv1.dy, 1);
+    net->ops->channel_copy_out(net->ctx, &s, m->dcat, m->cv1.dy, 1);
     convbn_backward(net, &m->cv1, x, dx);
 }
 
@@ -613,10 +692,11 @@ static void classify_forward(struct net *net, struct layer *l,
     int hw = m->conv.shape.h_out * m->conv.shape.w_out;
 
     convbn_forward(net, &m->conv, x, train);
-    cpu_avgpool_global_forward(net->ctx, net->batch, m->hidden, hw, m->conv.y,
-                               m->pooled);
-    cpu_linear_forward(net->ctx, net->batch, m->hidden, m->classes,
-                       m->pooled, m->weight->data, m->bias->data, m->logits);
+    net->ops->avgpool_global_forward(net->ctx, net->batch, m->hidden, hw,
+                                     m->conv.y, m->pooled);
+    net->ops->linear_forward(net->ctx, net->batch, m->hidden, m->classes,
+                             m->pooled, m->weight->data, m->bias->data,
+                             m->logits);
 }
 
 static void classify_backward(struct net *net, struct layer *l,
@@ -625,11 +705,11 @@ static void classify_backward(struct net *net, struct layer *l,
     struct classify *m = &l->u.classify;
     int hw = m->conv.shape.h_out * m->conv.shape.w_out;
 
-    cpu_linear_backward(net->ctx, net->batch, m->hidden, m->classes,
-                        m->pooled, m->weight->data, m->dlogits, m->dpooled,
-                        m->weight->grad, m->bias->grad);
-    cpu_avgpool_global_backward(net->ctx, net->batch, m->hidden, hw,
-                                m->dpooled, m->conv.dy);
+    net->ops->linear_backward(net->ctx, net->batch, m->hidden, m->classes,
+                              m->pooled, m->weight->data, m->dlogits,
+                              m->dpooled, m->weight->grad, m->bias->grad);
+    net->ops->avgpool_global_backward(net->ctx, net->batch, m->hidden, hw,
+                                      m->dpooled, m->conv.dy);
     convbn_backward(net, &m->conv, x, dx);
 }
 
@@ -715,6 +795,10 @@ static int build_layer(struct build *b, int i, const struct layer_spec *sp,
         l->dout = alloc_grad(b, size);
         break;
     }
+    if (b->failed && b->error.code != 0)
+        return error_set(err, b->error.code,
+                         "cannot build layer %d (input %dx%dx%d): %s", i, c1, h,
+                         w, b->error.msg);
     if (b->failed)
         return error_set(err, -ENOMEM,
                          "cannot build layer %d: out of memory or an "
@@ -723,9 +807,10 @@ static int build_layer(struct build *b, int i, const struct layer_spec *sp,
     return 0;
 }
 
-int net_build(struct net *net, const struct model_spec *spec, int in_h,
-              int in_w, int max_batch, uint64_t seed, struct kctx *ctx,
-              struct error *err)
+static int build_net(struct net *net, const struct model_spec *spec, int in_h,
+                     int in_w, int max_batch, uint64_t seed,
+                     const struct kernel_ops *ops, struct kctx *ctx,
+                     struct error *err)
 {
     struct build b;
     int rc = 0;
@@ -741,6 +826,7 @@ int net_build(struct net *net, const struct model_spec *spec, int in_h,
     net->batch = max_batch;
     net->classes = spec->classes;
     net->ctx = ctx;
+    net->ops = ops;
     snprintf(net->task, sizeof(net->task), "%s", spec->task);
     net->nlayers = spec->nlayers;
     net->layers = calloc((size_t)spec->nlayers, sizeof(*net->layers));
@@ -758,7 +844,9 @@ int net_build(struct net *net, const struct model_spec *spec, int in_h,
         }
         net->scratch_a = alloc_floats(&b, net->scratch_size);
         net->scratch_b = alloc_floats(&b, net->scratch_size);
-        if (b.failed)
+        if (b.failed && b.error.code != 0)
+            rc = error_set(err, b.error.code, "%s", b.error.msg);
+        else if (b.failed)
             rc = error_set(err, -ENOMEM, "out of memory building the model");
     } else {
         free(pending);
@@ -766,6 +854,7 @@ int net_build(struct net *net, const struct model_spec *spec, int in_h,
         npending = cap_pending = 0;
         pending_cls.m = NULL;
     }
+    free(b.host);
     if (rc != 0) {
         net_free(net);
         return rc;
@@ -773,12 +862,31 @@ int net_build(struct net *net, const struct model_spec *spec, int in_h,
 
     /* EMA starts equal to the weights. */
     for (int i = 0; i < net->nparams; i++)
-        memcpy(net->params[i].ema, net->params[i].data,
-               net->params[i].n * sizeof(float));
+        ops->copy(ctx, net->params[i].ema, net->params[i].data,
+                  net->params[i].n);
     for (int i = 0; i < net->nbuffers; i++)
-        memcpy(net->buffers[i].ema, net->buffers[i].data,
-               net->buffers[i].n * sizeof(float));
-    return 0;
+        ops->copy(ctx, net->buffers[i].ema, net->buffers[i].data,
+                  net->buffers[i].n);
+    rc = net_check(net, err);
+    if (rc != 0)
+        net_free(net);
+    return rc;
+}
+
+int net_build(struct net *net, const struct model_spec *spec, int in_h,
+              int in_w, int max_batch, uint64_t seed, struct kctx *ctx,
+              struct error *err)
+{
+    return build_net(net, spec, in_h, in_w, max_batch, seed, &kernel_ops_cpu,
+                     ctx, err);
+}
+
+int net_build_on(struct net *net, const struct model_spec *spec, int in_h,
+                 int in_w, int max_batch, uint64_t seed, struct device *dev,
+                 struct error *err)
+{
+    return build_net(net, spec, in_h, in_w, max_batch, seed, dev->ops,
+                     &dev->ctx, err);
 }
 
 /* ---- Passes ------------------------------------------------------------ */
@@ -801,8 +909,8 @@ static void concat_forward(struct net *net, struct layer *l)
         int c, h, w;
         layer_input_shape(net, l->from[j], &c, &h, &w);
         struct channel_slice s = slice(net->batch, hw, l->c, c, off);
-        cpu_channel_copy_in(net->ctx, &s, layer_input(net, l->from[j]),
-                            l->out, 0);
+        net->ops->channel_copy_in(net->ctx, &s, layer_input(net, l->from[j]),
+                                  l->out, 0);
         off += c;
     }
 }
@@ -817,7 +925,7 @@ static void concat_backward(struct net *net, struct layer *l)
         layer_input_shape(net, l->from[j], &c, &h, &w);
         struct channel_slice s = slice(net->batch, hw, l->c, c, off);
         if (dst != NULL)
-            cpu_channel_copy_out(net->ctx, &s, l->dout, dst, 1);
+            net->ops->channel_copy_out(net->ctx, &s, l->dout, dst, 1);
         off += c;
     }
 }
@@ -843,9 +951,9 @@ void net_forward(struct net *net, const float *x, int n, int train)
             classify_forward(net, l, in, train);
             break;
         case LAYER_UPSAMPLE:
-            cpu_upsample_nearest_forward(net->ctx, n, l->c, l->h / l->u.factor,
-                                         l->w / l->u.factor, l->u.factor, in,
-                                         l->out);
+            net->ops->upsample_nearest_forward(
+                net->ctx, n, l->c, l->h / l->u.factor, l->w / l->u.factor,
+                l->u.factor, in, l->out);
             break;
         case LAYER_CONCAT:
             concat_forward(net, l);
@@ -875,7 +983,7 @@ void net_backward(struct net *net)
             break;
         case LAYER_UPSAMPLE:
             if (din != NULL)
-                cpu_upsample_nearest_backward(
+                net->ops->upsample_nearest_backward(
                     net->ctx, net->batch, l->c, l->h / l->u.factor,
                     l->w / l->u.factor, l->u.factor, l->dout, din);
             break;
@@ -886,12 +994,46 @@ void net_backward(struct net *net)
     }
 }
 
-void net_zero_grad(struct net *net)
+void net_zero_activation_grads(struct net *net)
 {
     for (int i = 0; i < net->ngrad; i++)
-        memset(net->grad_bufs[i], 0, net->grad_sizes[i] * sizeof(float));
+        zero_floats(net, net->grad_bufs[i], net->grad_sizes[i]);
+}
+
+void net_zero_param_grads(struct net *net)
+{
     for (int i = 0; i < net->nparams; i++)
-        memset(net->params[i].grad, 0, net->params[i].n * sizeof(float));
+        zero_floats(net, net->params[i].grad, net->params[i].n);
+}
+
+void net_zero_grad(struct net *net)
+{
+    net_zero_activation_grads(net);
+    net_zero_param_grads(net);
+}
+
+int net_check(struct net *net, struct error *err)
+{
+    if (net->failure.code != 0) {
+        int code = error_set(err, net->failure.code, "%s", net->failure.msg);
+        memset(&net->failure, 0, sizeof(net->failure));
+        return code;
+    }
+    return net->ops->status(net->ctx, err);
+}
+
+int net_array_to_host(const struct net *net, void *host, const float *array,
+                      size_t n, struct error *err)
+{
+    return net->ops->copy_to_host(net->ctx, host, array, n * sizeof(float),
+                                  err);
+}
+
+int net_array_from_host(const struct net *net, float *array, const void *host,
+                        size_t n, struct error *err)
+{
+    return net->ops->copy_to_device(net->ctx, array, host, n * sizeof(float),
+                                    err);
 }
 
 size_t net_param_count(const struct net *net)
@@ -919,54 +1061,61 @@ void net_swap_ema(struct net *net)
 
 /* ---- Freeing ------------------------------------------------------------
  * Activation buffers are owned by their modules; gradient buffers are in
- * grad_bufs; parameter arrays by the params. */
+ * grad_bufs; parameter arrays by the params. Device arrays go back through
+ * release (device memory) and host bookkeeping through free. */
 
-static void convbn_free(struct convbn *cv)
+static void release(struct net *net, void *ptr)
 {
-    if (cv->bn_out != cv->conv_out)
-        free(cv->bn_out);
-    free(cv->conv_out);
-    free(cv->y);
-    free(cv->save_mean);
-    free(cv->save_invstd);
+    if (ptr != NULL)
+        net->ops->release(net->ctx, ptr);
 }
 
-static void layer_free(struct layer *l)
+static void convbn_free(struct net *net, struct convbn *cv)
+{
+    if (cv->bn_out != cv->conv_out)
+        release(net, cv->bn_out);
+    release(net, cv->conv_out);
+    release(net, cv->y);
+    release(net, cv->save_mean);
+    release(net, cv->save_invstd);
+}
+
+static void layer_free(struct net *net, struct layer *l)
 {
     switch (l->kind) {
     case LAYER_CONV:
-        convbn_free(&l->u.conv);
+        convbn_free(net, &l->u.conv);
         break;
     case LAYER_C2F:
-        convbn_free(&l->u.c2f.cv1);
-        convbn_free(&l->u.c2f.cv2);
+        convbn_free(net, &l->u.c2f.cv1);
+        convbn_free(net, &l->u.c2f.cv2);
         for (int i = 0; l->u.c2f.m && i < l->u.c2f.n; i++) {
-            convbn_free(&l->u.c2f.m[i].cv1);
-            convbn_free(&l->u.c2f.m[i].cv2);
+            convbn_free(net, &l->u.c2f.m[i].cv1);
+            convbn_free(net, &l->u.c2f.m[i].cv2);
             if (l->u.c2f.m[i].add)
-                free(l->u.c2f.m[i].y);
+                release(net, l->u.c2f.m[i].y);
         }
         free(l->u.c2f.m);
-        free(l->u.c2f.b_in);
-        free(l->u.c2f.cat);
+        release(net, l->u.c2f.b_in);
+        release(net, l->u.c2f.cat);
         break;
     case LAYER_SPPF:
-        convbn_free(&l->u.sppf.cv1);
-        convbn_free(&l->u.sppf.cv2);
+        convbn_free(net, &l->u.sppf.cv1);
+        convbn_free(net, &l->u.sppf.cv2);
         for (int i = 0; i < 3; i++) {
-            free(l->u.sppf.p[i]);
-            free(l->u.sppf.argmax[i]);
+            release(net, l->u.sppf.p[i]);
+            release(net, l->u.sppf.argmax[i]);
         }
-        free(l->u.sppf.cat);
+        release(net, l->u.sppf.cat);
         break;
     case LAYER_CLASSIFY:
-        convbn_free(&l->u.classify.conv);
-        free(l->u.classify.pooled);
-        free(l->u.classify.logits);
+        convbn_free(net, &l->u.classify.conv);
+        release(net, l->u.classify.pooled);
+        release(net, l->u.classify.logits);
         break;
     case LAYER_UPSAMPLE:
     case LAYER_CONCAT:
-        free(l->out);
+        release(net, l->out);
         break;
     }
 }
@@ -974,27 +1123,27 @@ static void layer_free(struct layer *l)
 void net_free(struct net *net)
 {
     for (int i = 0; net->layers && i < net->nlayers; i++)
-        layer_free(&net->layers[i]);
+        layer_free(net, &net->layers[i]);
     free(net->layers);
     for (int i = 0; i < net->nparams; i++) {
         struct param *p = &net->params[i];
-        free(p->data);
-        free(p->grad);
-        free(p->ema);
-        free(p->state_a);
-        free(p->state_b);
+        release(net, p->data);
+        release(net, p->grad);
+        release(net, p->ema);
+        release(net, p->state_a);
+        release(net, p->state_b);
     }
     free(net->params);
     for (int i = 0; i < net->nbuffers; i++) {
-        free(net->buffers[i].data);
-        free(net->buffers[i].ema);
+        release(net, net->buffers[i].data);
+        release(net, net->buffers[i].ema);
     }
     free(net->buffers);
     for (int i = 0; i < net->ngrad; i++)
-        free(net->grad_bufs[i]);
+        release(net, net->grad_bufs[i]);
     free(net->grad_bufs);
     free(net->grad_sizes);
-    free(net->scratch_a);
-    free(net->scratch_b);
+    release(net, net->scratch_a);
+    release(net, net->scratch_b);
     memset(net, 0, sizeof(*net));
 }

@@ -1,12 +1,18 @@
 /*
  * Networks built from an Ultralytics model YAML: a list of layers, each
  * taking the outputs of earlier layers (`from`), with explicit forward and
- * backward passes over the CPU kernels of kernels/kernels.h.
+ * backward passes over the kernels of kernels/kernels.h. The passes call
+ * the kernels through the device's table (engine/device.h), so the same
+ * code runs on the CPU and on a CUDA GPU.
  *
  * Memory: every buffer is allocated once when the network is built, for
  * its maximum batch size; a pass over a smaller batch uses a prefix. Every
- * gradient buffer accumulates (the kernels' contract), and net_zero_grad
- * clears all of them, parameter gradients included, before a backward.
+ * array of the network (parameters, EMA, optimizer state, buffers,
+ * activations, gradients) lives in the device's memory, so on a GPU the
+ * host reads and writes them only through net_array_to_host and
+ * net_array_from_host. Every gradient buffer accumulates (the kernels'
+ * contract), and net_zero_grad clears all of them, parameter gradients
+ * included, before a backward.
  *
  * Parameters and buffers are registered in build order under names such
  * as "model.2.m.0.cv1.conv.weight", the names PyTorch would give the same
@@ -18,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "engine/device.h"
 #include "error.h"
 #include "kernels.h"
 
@@ -135,6 +142,8 @@ struct net {
 
     const float *input; /* of the current pass */
     struct kctx *ctx;
+    const struct kernel_ops *ops; /* of the device holding every array */
+    struct error failure;         /* first failure of a pass; code 0: none */
 };
 
 /* Per-layer description before building, as read from the YAML. */
@@ -163,22 +172,52 @@ int model_spec_load(const char *path, const char *scale, int classes,
                     struct model_spec *spec, struct error *err);
 
 /* Build a network for images of in_h x in_w and batches up to max_batch,
- * with weights initialized from seed as PyTorch initializes them. */
+ * with weights initialized from seed as PyTorch initializes them, on the
+ * CPU (ctx comes from cpu_kctx_init). */
 int net_build(struct net *net, const struct model_spec *spec, int in_h,
               int in_w, int max_batch, uint64_t seed, struct kctx *ctx,
               struct error *err);
+
+/* The same on an open device. The initial weights are the same on every
+ * device: they are drawn on the host and copied in. */
+int net_build_on(struct net *net, const struct model_spec *spec, int in_h,
+                 int in_w, int max_batch, uint64_t seed, struct device *dev,
+                 struct error *err);
 void net_free(struct net *net);
 
-/* Forward n images x [n, in_c, in_h, in_w]; train selects batch
- * statistics (and updates running statistics) over running ones. The
- * result is the last layer's out. */
+/* Forward n images x [n, in_c, in_h, in_w], in the device's memory; train
+ * selects batch statistics (and updates running statistics) over running
+ * ones. The result is the last layer's out. */
 void net_forward(struct net *net, const float *x, int n, int train);
 
 /* Backward from the last layer's dout, filled by the caller after
  * net_zero_grad and net_forward. */
 void net_backward(struct net *net);
 
+/* Clear every gradient: activation gradients and parameter gradients. */
 void net_zero_grad(struct net *net);
+
+/* Clear activation gradients only, keeping parameter gradients, which
+ * accumulate over several batches until the optimizer steps. */
+void net_zero_activation_grads(struct net *net);
+
+/* Clear parameter gradients only, after an optimizer step. */
+void net_zero_param_grads(struct net *net);
+
+/* Return the first failure since the last call and clear it: 0, or a
+ * negative errno-style code with err filled. Failures of the passes are
+ * recorded rather than returned (the kernels return void), so call this
+ * once per training step. It does not wait for queued GPU work. */
+int net_check(struct net *net, struct error *err);
+
+/* Copy n floats of one of the network's arrays (a parameter's data, grad,
+ * ema, state_a or state_b, a buffer's data or ema, or an activation) to
+ * host memory, or from host memory into it. The host side needs no
+ * alignment. Return 0, or a negative errno-style code with err filled. */
+int net_array_to_host(const struct net *net, void *host, const float *array,
+                      size_t n, struct error *err);
+int net_array_from_host(const struct net *net, float *array, const void *host,
+                        size_t n, struct error *err);
 
 /* Number of trainable values. */
 size_t net_param_count(const struct net *net);

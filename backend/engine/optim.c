@@ -121,8 +121,13 @@ static void clip_gradients(struct net *net)
 {
     double total = 0;
 
-    for (int i = 0; i < net->nparams; i++)
-        total += cpu_sumsq(net->ctx, net->params[i].n, net->params[i].grad);
+    /* One sum per parameter, added in parameter order, which fixes the
+     * rounding of the total. NOTE: on CUDA each sum waits for the device;
+     * a multi-tensor sum kernel would save those waits. */
+    for (int i = 0; i < net->nparams; i++) {
+        const struct param *p = &net->params[i];
+        total += net->ops->sumsq(net->ctx, p->n, p->grad);
+    }
     total = sqrt(total);
 
     /* As torch.nn.utils.clip_grad_norm_: scale by max / (norm + 1e-6)
@@ -130,8 +135,8 @@ static void clip_gradients(struct net *net)
     double coef = GRAD_CLIP_NORM / (total + 1e-6);
     if (coef < 1.0)
         for (int i = 0; i < net->nparams; i++)
-            cpu_scale(net->ctx, net->params[i].n, net->params[i].grad,
-                      (float)coef);
+            net->ops->scale(net->ctx, net->params[i].n, net->params[i].grad,
+                            (float)coef);
 }
 
 static void update_ema(struct optimizer *opt, struct net *net)
@@ -141,11 +146,11 @@ static void update_ema(struct optimizer *opt, struct net *net)
                       (1.0 - exp(-(double)opt->ema_updates / EMA_TAU)));
 
     for (int i = 0; i < net->nparams; i++)
-        cpu_ema_update(net->ctx, net->params[i].n, net->params[i].ema,
-                       net->params[i].data, d);
+        net->ops->ema_update(net->ctx, net->params[i].n, net->params[i].ema,
+                             net->params[i].data, d);
     for (int i = 0; i < net->nbuffers; i++)
-        cpu_ema_update(net->ctx, net->buffers[i].n, net->buffers[i].ema,
-                       net->buffers[i].data, d);
+        net->ops->ema_update(net->ctx, net->buffers[i].n, net->buffers[i].ema,
+                             net->buffers[i].data, d);
 }
 
 void optim_step(struct optimizer *opt, struct net *net)
@@ -157,15 +162,15 @@ void optim_step(struct optimizer *opt, struct net *net)
         int g = group_index(p->group);
         float decay = g == 1 ? (float)opt->weight_decay : 0.0f;
         if (opt->kind == OPTIMIZER_SGD)
-            cpu_sgd_step(net->ctx, p->n, p->data, p->grad, p->state_a,
-                         (float)opt->lr[g], (float)opt->cur_momentum, decay,
-                         1);
+            net->ops->sgd_step(net->ctx, p->n, p->data, p->grad, p->state_a,
+                               (float)opt->lr[g], (float)opt->cur_momentum,
+                               decay, 1);
         else
-            cpu_adamw_step(net->ctx, p->n, p->data, p->grad, p->state_a,
-                           p->state_b, (float)opt->lr[g],
-                           (float)opt->momentum, (float)ADAM_BETA2,
-                           (float)ADAM_EPS, decay, opt->steps);
-        memset(p->grad, 0, p->n * sizeof(float));
+            net->ops->adamw_step(net->ctx, p->n, p->data, p->grad, p->state_a,
+                                 p->state_b, (float)opt->lr[g],
+                                 (float)opt->momentum, (float)ADAM_BETA2,
+                                 (float)ADAM_EPS, decay, opt->steps);
     }
+    net_zero_param_grads(net);
     update_ema(opt, net);
 }

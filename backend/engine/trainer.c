@@ -10,6 +10,13 @@
  * Augmentation for classification is a horizontal flip with probability
  * fliplr. NOTE: Ultralytics also applies a random resized crop; this loop
  * does not yet, which suits small images such as Fashion-MNIST's 28x28.
+ *
+ * Devices (device=cpu or a CUDA device number): batches are decoded and
+ * augmented on the host, then copied to the device with their labels.
+ * The network, loss, optimizer and EMA run through the device's kernel
+ * table (engine/device.h). Only the loss value and, in validation, the
+ * logits come back to the host. On the CPU the network reads the host
+ * batch in place, without a copy.
  */
 #include "engine/trainer.h"
 
@@ -27,6 +34,7 @@
 #include "clock.h"
 #include "engine/checkpoint.h"
 #include "engine/dataset_cls.h"
+#include "engine/device.h"
 #include "engine/events.h"
 #include "engine/net.h"
 #include "engine/optim.h"
@@ -46,7 +54,7 @@ struct run {
     struct dataset_cls *ds;
     struct model_spec spec;
     struct net net;
-    struct kctx ctx;
+    struct device dev;
     struct optimizer opt;
     struct train_state st;
     int imgsz;
@@ -61,6 +69,12 @@ struct run {
     int *labels;
     int32_t *labels32;
     size_t *indices;
+    /* Device copies of x and labels32 (the host arrays themselves when
+     * the device computes in host memory). */
+    float *x_dev;
+    int32_t *labels_dev;
+    float *val_dlogits; /* device: the loss gradient validation discards */
+    float *logits_host; /* [2 * batch, classes]: validation's logits */
 };
 
 /* ---- Setup -------------------------------------------------------------- */
@@ -134,19 +148,55 @@ static int load_data(struct run *r, struct error *err)
 
 static int allocate_batch(struct run *r, struct error *err)
 {
+    const struct kernel_ops *ops = r->dev.ops;
     size_t b = (size_t)(2 * r->args->batch); /* validation uses 2x */
     size_t image = 3 * (size_t)r->imgsz * (size_t)r->imgsz;
+    size_t logits = b * (size_t)r->spec.classes;
 
     r->x = malloc(b * image * sizeof(float));
     r->labels = malloc(b * sizeof(int));
     r->labels32 = malloc(b * sizeof(int32_t));
     r->indices = malloc(b * sizeof(size_t));
-    if (!r->x || !r->labels || !r->labels32 || !r->indices)
+    r->logits_host = malloc(logits * sizeof(float));
+    if (!r->x || !r->labels || !r->labels32 || !r->indices || !r->logits_host)
         return error_set(err, -ENOMEM,
                          "out of memory for a batch of %zu images of %dx%d; "
                          "lower batch or imgsz",
                          b, r->imgsz, r->imgsz);
+
+    r->val_dlogits = ops->alloc(&r->dev.ctx, logits * sizeof(float), err);
+    if (r->val_dlogits == NULL)
+        return err->code;
+    if (ops->host_memory) {
+        r->x_dev = r->x;
+        r->labels_dev = r->labels32;
+        return 0;
+    }
+    r->x_dev = ops->alloc(&r->dev.ctx, b * image * sizeof(float), err);
+    if (r->x_dev == NULL)
+        return err->code;
+    r->labels_dev = ops->alloc(&r->dev.ctx, b * sizeof(int32_t), err);
+    if (r->labels_dev == NULL)
+        return err->code;
     return 0;
+}
+
+/* Copy the first n images and labels of the host batch to the device;
+ * nothing to do when the device computes in host memory. */
+static int upload_batch(struct run *r, int n, struct error *err)
+{
+    const struct kernel_ops *ops = r->dev.ops;
+    size_t image = 3 * (size_t)r->imgsz * (size_t)r->imgsz;
+    int rc;
+
+    if (ops->host_memory)
+        return 0;
+    rc = ops->copy_to_device(&r->dev.ctx, r->x_dev, r->x,
+                             (size_t)n * image * sizeof(float), err);
+    if (rc == 0)
+        rc = ops->copy_to_device(&r->dev.ctx, r->labels_dev, r->labels32,
+                                 (size_t)n * sizeof(int32_t), err);
+    return rc;
 }
 
 /* Build the model from args (or the checkpoint) and the data set. */
@@ -162,15 +212,28 @@ static int setup(struct run *r, struct checkpoint *ck, struct error *err)
         if (rc != 0)
             return rc;
         /* The checkpoint's arguments win, except where to resume from, the
-         * thread count and the events descriptor of this process. */
-        int threads = a->threads, fd = a->events_fd;
+         * thread count and the events descriptor of this process, and a
+         * time limit or device given on this command line: a timed run
+         * resumes with a new budget (time counts the run's whole training
+         * time), and a run may move between CPU and GPU. */
+        struct train_args given = *a;
         *a = ck->args;
         snprintf(a->resume, sizeof(a->resume), "%s", resume);
-        a->threads = threads;
-        a->events_fd = fd;
+        a->threads = given.threads;
+        a->events_fd = given.events_fd;
+        if (given.time_given)
+            a->time = given.time;
+        if (given.device_given)
+            snprintf(a->device, sizeof(a->device), "%s", given.device);
         r->spec = ck->spec;
         r->imgsz = ck->imgsz;
     }
+
+    /* Before the data set scan, which can take a while: a device that
+     * cannot be used fails the run at once. */
+    rc = device_open(&r->dev, a->device, a->threads, err);
+    if (rc != 0)
+        return rc;
 
     rc = load_data(r, err);
     if (rc != 0)
@@ -192,15 +255,8 @@ static int setup(struct run *r, struct checkpoint *ck, struct error *err)
                          r->ds->class_count, r->spec.classes);
     }
 
-    if (strcmp(a->device, "cpu") != 0)
-        return error_set(err, -ENOTSUP,
-                         "device=%s: training on CUDA devices is not "
-                         "available in this build yet; use device=cpu",
-                         a->device);
-
-    cpu_kctx_init(&r->ctx, a->threads);
-    rc = net_build(&r->net, &r->spec, r->imgsz, r->imgsz, 2 * a->batch,
-                   (uint64_t)a->seed, &r->ctx, err);
+    rc = net_build_on(&r->net, &r->spec, r->imgsz, r->imgsz, 2 * a->batch,
+                      (uint64_t)a->seed, &r->dev, err);
     if (rc != 0)
         return rc;
 
@@ -303,17 +359,15 @@ struct val_result {
 static int validate(struct run *r, struct val_result *out, struct error *err)
 {
     struct dataset_cls_split_set *val = &r->ds->splits[DATASET_CLS_VAL];
+    const struct kernel_ops *ops = r->dev.ops;
     int bsz = 2 * r->args->batch, classes = r->spec.classes;
     double loss = 0;
     long correct1 = 0, correct5 = 0, seen = 0;
+    int rc = 0;
 
     memset(out, 0, sizeof(*out));
     if (val->count == 0)
         return 0;
-
-    float *dlogits = malloc((size_t)bsz * (size_t)classes * sizeof(float));
-    if (dlogits == NULL)
-        return error_set(err, -ENOMEM, "out of memory validating");
 
     net_swap_ema(&r->net);
     for (size_t start = 0; start < val->count; start += (size_t)bsz) {
@@ -322,21 +376,31 @@ static int validate(struct run *r, struct val_result *out, struct error *err)
         size_t loaded = 0;
         for (size_t i = 0; i < count; i++)
             r->indices[i] = start + i;
-        if (dataset_cls_load_batch(r->ds, DATASET_CLS_VAL, r->indices, count,
-                                   r->imgsz, r->x, r->labels, &loaded,
-                                   err) != 0)
+        rc = dataset_cls_load_batch(r->ds, DATASET_CLS_VAL, r->indices, count,
+                                    r->imgsz, r->x, r->labels, &loaded, err);
+        if (rc != 0)
             break;
         if (loaded == 0)
             continue;
         for (size_t i = 0; i < loaded; i++)
             r->labels32[i] = r->labels[i];
-        net_forward(&r->net, r->x, (int)loaded, 0);
-        const float *logits = r->net.layers[r->net.nlayers - 1].out;
-        loss += cpu_softmax_xent_forward_backward(
-                    &r->ctx, (int)loaded, classes, logits, r->labels32, 1.0f,
-                    NULL, dlogits) *
+        rc = upload_batch(r, (int)loaded, err);
+        if (rc != 0)
+            break;
+        net_forward(&r->net, r->x_dev, (int)loaded, 0);
+        const float *out_dev = r->net.layers[r->net.nlayers - 1].out;
+        loss += ops->softmax_xent_forward_backward(
+                    &r->dev.ctx, (int)loaded, classes, out_dev, r->labels_dev,
+                    1.0f, NULL, r->val_dlogits) *
                 (double)loaded;
+        rc = net_array_to_host(&r->net, r->logits_host, out_dev,
+                               loaded * (size_t)classes, err);
+        if (rc == 0)
+            rc = net_check(&r->net, err);
+        if (rc != 0)
+            break;
 
+        const float *logits = r->logits_host;
         for (size_t i = 0; i < loaded; i++) {
             const float *row = logits + i * (size_t)classes;
             float mine = row[r->labels[i]];
@@ -351,7 +415,8 @@ static int validate(struct run *r, struct val_result *out, struct error *err)
         seen += (long)loaded;
     }
     net_swap_ema(&r->net);
-    free(dlogits);
+    if (rc != 0)
+        return rc;
 
     if (seen > 0) {
         out->top1 = (double)correct1 / (double)seen;
@@ -495,8 +560,7 @@ static void emit_epoch(struct run *r, int epoch, double seconds,
 /* ---- The loop ------------------------------------------------------------ */
 
 /* Train one batch; returns its loss, or -1 with err set. */
-static double train_batch(struct run *r, int epoch, int b, float *dlogits,
-                          struct error *err)
+static double train_batch(struct run *r, int epoch, int b, struct error *err)
 {
     int n = load_train_batch(r, epoch, b, err);
 
@@ -504,44 +568,33 @@ static double train_batch(struct run *r, int epoch, int b, float *dlogits,
         return -1;
     if (n == 0)
         return 0; /* every image of the batch failed to load */
+    if (upload_batch(r, n, err) != 0)
+        return -1;
 
     optim_schedule(&r->opt, r->args, r->st.iteration, epoch);
-    net_forward(&r->net, r->x, n, 1);
+    net_forward(&r->net, r->x_dev, n, 1);
+    /* The loss overwrites the logits' gradient, its only consumer. */
     struct layer *last = &r->net.layers[r->net.nlayers - 1];
-    memset(last->dout, 0, (size_t)n * (size_t)r->spec.classes *
-                              sizeof(float));
-    float loss = cpu_softmax_xent_forward_backward(
-        &r->ctx, n, r->spec.classes, last->out, r->labels32, 1.0f, NULL,
-        dlogits);
-    memcpy(last->dout, dlogits,
-           (size_t)n * (size_t)r->spec.classes * sizeof(float));
+    float loss = r->dev.ops->softmax_xent_forward_backward(
+        &r->dev.ctx, n, r->spec.classes, last->out, r->labels_dev, 1.0f, NULL,
+        last->dout);
     net_backward(&r->net);
 
     if (r->st.iteration - r->st.last_opt_step >= r->opt.accumulate) {
         optim_step(&r->opt, &r->net);
         r->st.last_opt_step = r->st.iteration;
     }
+    /* GPU failures of this step, or of the previous one when this one's
+     * work is still queued. */
+    if (net_check(&r->net, err) != 0)
+        return -1;
     return loss;
-}
-
-/* Clear activation gradients but keep parameter gradients, which
- * accumulate across batches until the optimizer steps. */
-static void zero_activation_grads(struct net *net)
-{
-    for (int i = 0; i < net->ngrad; i++)
-        memset(net->grad_bufs[i], 0, net->grad_sizes[i] * sizeof(float));
 }
 
 static enum train_outcome run_epochs(struct run *r, struct error *err)
 {
     struct train_args *a = r->args;
-    float *dlogits = malloc((size_t)(2 * a->batch) *
-                            (size_t)r->spec.classes * sizeof(float));
 
-    if (dlogits == NULL) {
-        error_set(err, -ENOMEM, "out of memory");
-        return TRAIN_FAILED;
-    }
     for (int epoch = r->st.epoch; epoch < a->epochs; epoch++) {
         int64_t t0 = clock_monotonic_ms(), last_event = 0;
         int first_batch = r->st.batch;
@@ -549,12 +602,10 @@ static enum train_outcome run_epochs(struct run *r, struct error *err)
 
         for (int b = r->st.batch; b < r->batches; b++) {
             int64_t tb = clock_monotonic_ms();
-            zero_activation_grads(&r->net);
-            double loss = train_batch(r, epoch, b, dlogits, err);
-            if (loss < 0) {
-                free(dlogits);
+            net_zero_activation_grads(&r->net);
+            double loss = train_batch(r, epoch, b, err);
+            if (loss < 0)
                 return TRAIN_FAILED;
-            }
             r->st.iteration++;
             r->st.batch = b + 1;
             r->st.loss_sum += loss;
@@ -577,11 +628,8 @@ static enum train_outcome run_epochs(struct run *r, struct error *err)
             int out_of_time = a->time > 0 &&
                               r->st.train_seconds >= a->time * 3600.0;
             if ((stop_requested || out_of_time) && b + 1 < r->batches) {
-                if (save(r, r->last_path, err) != 0) {
-                    free(dlogits);
+                if (save(r, r->last_path, err) != 0)
                     return TRAIN_FAILED;
-                }
-                free(dlogits);
                 if (isatty(1))
                     putchar('\n');
                 return stop_requested ? TRAIN_STOPPED : TRAIN_TIME_LIMIT;
@@ -595,10 +643,8 @@ static enum train_outcome run_epochs(struct run *r, struct error *err)
                                 : 0;
         struct val_result v;
         int64_t tv = clock_monotonic_ms();
-        if (validate(r, &v, err) != 0) {
-            free(dlogits);
+        if (validate(r, &v, err) != 0)
             return TRAIN_FAILED;
-        }
         r->st.train_seconds += (double)(clock_monotonic_ms() - tv) / 1000.0;
         double fitness = (v.top1 + v.top5) / 2.0;
 
@@ -626,10 +672,8 @@ static enum train_outcome run_epochs(struct run *r, struct error *err)
 
         if (append_result(r, epoch + 1, train_loss, &v, err) != 0 ||
             save(r, r->last_path, err) != 0 ||
-            (improved && save(r, r->best_path, err) != 0)) {
-            free(dlogits);
+            (improved && save(r, r->best_path, err) != 0))
             return TRAIN_FAILED;
-        }
         emit_epoch(r, epoch + 1,
                    (double)(clock_monotonic_ms() - t0) / 1000.0, train_loss,
                    &v);
@@ -641,19 +685,24 @@ static enum train_outcome run_epochs(struct run *r, struct error *err)
                      r->st.epoch);
             break;
         }
-        if (stop_requested || (out_of_time && !r->st.finished)) {
-            free(dlogits);
+        if (stop_requested || (out_of_time && !r->st.finished))
             return stop_requested ? TRAIN_STOPPED : TRAIN_TIME_LIMIT;
-        }
     }
-    free(dlogits);
     return TRAIN_COMPLETED;
 }
 
 static void run_free(struct run *r)
 {
     net_free(&r->net);
-    cpu_kctx_free(&r->ctx);
+    if (r->dev.ops != NULL) {
+        const struct kernel_ops *ops = r->dev.ops;
+        if (r->x_dev != r->x)
+            ops->release(&r->dev.ctx, r->x_dev);
+        if (r->labels_dev != r->labels32)
+            ops->release(&r->dev.ctx, r->labels_dev);
+        ops->release(&r->dev.ctx, r->val_dlogits);
+    }
+    device_close(&r->dev);
     if (r->ds != NULL)
         dataset_cls_free(r->ds);
     free(r->order);
@@ -661,6 +710,7 @@ static void run_free(struct run *r)
     free(r->labels);
     free(r->labels32);
     free(r->indices);
+    free(r->logits_host);
 }
 
 static const char *outcome_name(enum train_outcome o)
@@ -713,10 +763,10 @@ enum train_outcome trainer_run(struct train_args *args, struct error *err)
     cJSON_AddStringToObject(f, "run_dir", r.dir);
     cJSON_AddBoolToObject(f, "resumed", args->resume[0] != '\0');
     events_emit("start", f);
-    log_info("training %s: %d classes, %d images, %d batches of %d, "
+    log_info("training %s on %s: %d classes, %d images, %d batches of %d, "
              "imgsz %d, %zu parameters, run folder %s",
-             r.spec.task, r.spec.classes, r.ntrain, r.batches, args->batch,
-             r.imgsz, net_param_count(&r.net), r.dir);
+             r.spec.task, r.dev.name, r.spec.classes, r.ntrain, r.batches,
+             args->batch, r.imgsz, net_param_count(&r.net), r.dir);
 
     outcome = r.st.finished ? TRAIN_COMPLETED : run_epochs(&r, err);
 
