@@ -331,6 +331,38 @@ static void foreign_file_rejected(void **state)
     expect_rejected("foreign", overwrite_magic, "not a Trainyard checkpoint");
 }
 
+static void time_limit_saves_and_resumes(void **state)
+{
+    char resume[PATH_MAX + 64], path[PATH_MAX + 64];
+    struct error err = {0};
+    char *csv = NULL;
+
+    (void)state;
+    /* 0.00002 hours is 72 ms of training: the run stops after its first
+     * batches, long before its 4 epochs, with exit status 4 and a
+     * checkpoint. */
+    const char *limit[] = {"time=0.00002", NULL};
+    int status = run_to_end("timed", limit);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 4);
+    snprintf(path, sizeof(path), "%s/runs/timed/weights/last.ckpt", workdir);
+    assert_int_equal(access(path, R_OK), 0);
+    snprintf(path, sizeof(path), "%s/timed.log", workdir);
+    assert_true(harness_file_contains(path, "time limit reached"));
+
+    /* Resumed without a limit, it completes all 4 epochs. */
+    snprintf(resume, sizeof(resume),
+             "resume=%s/runs/timed/weights/last.ckpt", workdir);
+    const char *extra[] = {resume, "time=0", NULL};
+    status = run_to_end("timed", extra);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    snprintf(path, sizeof(path), "%s/runs/timed/results.csv", workdir);
+    assert_int_equal(fs_read_file(path, 1 << 20, &csv, NULL, &err), 0);
+    assert_non_null(strstr(csv, "\n4,"));
+    free(csv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -340,6 +372,7 @@ int main(void)
         cmocka_unit_test(truncated_checkpoint_rejected),
         cmocka_unit_test(corrupt_checkpoint_rejected),
         cmocka_unit_test(foreign_file_rejected),
+        cmocka_unit_test(time_limit_saves_and_resumes),
     };
     return cmocka_run_group_tests_name("train_resume", tests, make_dataset,
                                        remove_dataset);
