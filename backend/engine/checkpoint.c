@@ -77,6 +77,7 @@ static char *header_text(const struct net *net, const struct model_spec *spec,
     add_exact(s, "best_fitness", st->best_fitness);
     cJSON_AddNumberToObject(s, "best_epoch", st->best_epoch);
     add_exact(s, "train_seconds", st->train_seconds);
+    add_exact(s, "epoch_seconds", st->epoch_seconds);
     add_exact(s, "loss_sum", st->loss_sum);
     add_exact(s, "loss_count", (double)st->loss_count);
     cJSON_AddBoolToObject(s, "finished", st->finished);
@@ -363,6 +364,7 @@ static int parse_header(struct checkpoint *ck, const char *text, size_t len)
     ck->state.best_fitness = num(s, "best_fitness", &bad);
     ck->state.best_epoch = (int)num(s, "best_epoch", &bad);
     ck->state.train_seconds = num(s, "train_seconds", &bad);
+    ck->state.epoch_seconds = num(s, "epoch_seconds", &bad);
     ck->state.loss_sum = num(s, "loss_sum", &bad);
     ck->state.loss_count = (int64_t)num(s, "loss_count", &bad);
     ck->state.finished =

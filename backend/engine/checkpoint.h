@@ -37,6 +37,10 @@ struct train_state {
     double best_fitness; /* -1 before the first validation */
     int best_epoch;      /* epoch of best_fitness, counted from 1 */
     double train_seconds; /* training time so far, without initialization */
+    /* Training time of the unfinished epoch so far, across stops and
+     * resumes, so that the epoch event reports (and the backend charges)
+     * the whole epoch once it completes. */
+    double epoch_seconds;
     double loss_sum;     /* of the unfinished epoch */
     int64_t loss_count;
     int finished;        /* 1 when the run completed */

@@ -610,8 +610,10 @@ static enum train_outcome run_epochs(struct run *r, struct error *err)
             r->st.batch = b + 1;
             r->st.loss_sum += loss;
             r->st.loss_count++;
-            r->st.train_seconds += (double)(clock_monotonic_ms() - tb) /
+            double batch_seconds = (double)(clock_monotonic_ms() - tb) /
                                    1000.0;
+            r->st.train_seconds += batch_seconds;
+            r->st.epoch_seconds += batch_seconds;
 
             double elapsed = (double)(clock_monotonic_ms() - t0) / 1000.0;
             double rate = elapsed > 0 ? (double)(b + 1 - first_batch) *
@@ -645,7 +647,10 @@ static enum train_outcome run_epochs(struct run *r, struct error *err)
         int64_t tv = clock_monotonic_ms();
         if (validate(r, &v, err) != 0)
             return TRAIN_FAILED;
-        r->st.train_seconds += (double)(clock_monotonic_ms() - tv) / 1000.0;
+        double val_seconds = (double)(clock_monotonic_ms() - tv) / 1000.0;
+        r->st.train_seconds += val_seconds;
+        r->st.epoch_seconds += val_seconds;
+        double epoch_seconds = r->st.epoch_seconds;
         double fitness = (v.top1 + v.top5) / 2.0;
 
         print_progress(r, epoch, r->batches - 1, train_loss,
@@ -660,6 +665,7 @@ static enum train_outcome run_epochs(struct run *r, struct error *err)
         r->st.batch = 0;
         r->st.loss_sum = 0;
         r->st.loss_count = 0;
+        r->st.epoch_seconds = 0;
         int improved = fitness > r->st.best_fitness;
         if (improved) {
             r->st.best_fitness = fitness;
@@ -674,9 +680,7 @@ static enum train_outcome run_epochs(struct run *r, struct error *err)
             save(r, r->last_path, err) != 0 ||
             (improved && save(r, r->best_path, err) != 0))
             return TRAIN_FAILED;
-        emit_epoch(r, epoch + 1,
-                   (double)(clock_monotonic_ms() - t0) / 1000.0, train_loss,
-                   &v);
+        emit_epoch(r, epoch + 1, epoch_seconds, train_loss, &v);
 
         if (patience_out) {
             log_info("no improvement for %d epochs (patience=%d); stopping "

@@ -219,28 +219,64 @@ static void straight_run_completes(void **state)
     assert_int_equal(WEXITSTATUS(status), 0);
 }
 
+/* The "epoch_seconds" of a checkpoint's header. */
+static double saved_epoch_seconds(const char *run)
+{
+    char path[PATH_MAX + 64];
+    struct error err = {0};
+    char *data = NULL;
+    size_t size = 0;
+
+    snprintf(path, sizeof(path), "%s/runs/%s/weights/last.ckpt", workdir,
+             run);
+    if (fs_read_file(path, 256 << 20, &data, &size, &err) != 0)
+        fail_msg("%s", err.msg);
+    const char *at = strstr(data + 16, "\"epoch_seconds\":");
+    assert_non_null(at);
+    double v = strtod(at + strlen("\"epoch_seconds\":"), NULL);
+    free(data);
+    return v;
+}
+
 static void sigterm_mid_epoch_resumes_exactly(void **state)
 {
-    char resume[PATH_MAX + 64];
+    char resume[PATH_MAX + 64], line[8192];
+    double before = 0, epoch3 = -1;
     int fd, status;
 
     (void)state;
     pid_t pid = start_train("stopped", NULL, &fd);
     FILE *events = fdopen(fd, "r");
-    /* Epoch 3 of 4, second batch of five: the middle of an epoch. */
+    /* Epoch 3 of 4, after its first batch: the middle of an epoch. */
     assert_true(wait_event(events, "\"event\":\"batch\"", "\"epoch\":3"));
     kill(pid, SIGTERM);
     status = finish(pid, events);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 3);
+    before = saved_epoch_seconds("stopped");
 
     snprintf(resume, sizeof(resume),
              "resume=%s/runs/stopped/weights/last.ckpt", workdir);
     const char *extra[] = {resume, NULL};
-    status = run_to_end("stopped", extra);
+    pid = start_train("stopped", extra, &fd);
+    events = fdopen(fd, "r");
+    while (fgets(line, sizeof(line), events) != NULL) {
+        const char *key = "\"epoch\":3,\"epochs\":4,\"seconds\":";
+        const char *at = strstr(line, key);
+        if (strstr(line, "\"event\":\"epoch\"") != NULL && at != NULL)
+            epoch3 = strtod(at + strlen(key), NULL);
+    }
+    status = finish(pid, events);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     expect_same_run("straight", "stopped");
+
+    /* The interrupted epoch reports its time before the stop too, so the
+     * backend charges the whole epoch once it completes. */
+    if (!(epoch3 >= before && before > 0))
+        fail_msg("epoch 3 reported %.6f s after resume, but %.6f s were "
+                 "spent on it before the stop",
+                 epoch3, before);
 }
 
 static void sigkill_resumes_from_last_epoch(void **state)
