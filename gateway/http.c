@@ -1,116 +1,21 @@
 /*
- * civetweb setup and the REST API. civetweb serves the UI folder itself:
- * it answers conditional requests with ETags, rejects paths that leave the
- * folder, and lists no folders. Everything under /api/v1/ goes to
- * api_handler, which answers JSON only; an error is
- *   {"error": {"code": "not_found", "message": "..."}}
- * with a stable code and a message a person can act on.
+ * civetweb setup. civetweb serves the UI folder itself: it answers
+ * conditional requests with ETags, rejects paths that leave the folder,
+ * and lists no folders. Everything under /api/v1/ goes to api_handle
+ * (api.c), which responds with JSON only.
  */
 #include "http.h"
 
 #include <civetweb.h>
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "api.h"
 #include "fsutil.h"
 #include "log.h"
-#include "upstream.h"
-
-#define BACKEND_TIMEOUT_MS 30000
 
 static struct mg_context *http_context;
-
-/* Headers for every response: no sniffing, no framing by other sites, and
- * a policy that allows this origin's scripts and WebAssembly only. */
-#define SECURITY_HEADERS                                                      \
-    "X-Content-Type-Options: nosniff\r\n"                                     \
-    "X-Frame-Options: DENY\r\n"                                               \
-    "Referrer-Policy: same-origin\r\n"                                        \
-    "Content-Security-Policy: default-src 'self'; script-src 'self' "         \
-    "'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "      \
-    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "           \
-    "form-action 'self'"
-
-static void send_json(struct mg_connection *conn, int status,
-                      const cJSON *body)
-{
-    char *text = cJSON_PrintUnformatted(body);
-    size_t len = text ? strlen(text) : 0;
-
-    mg_response_header_start(conn, status);
-    mg_response_header_add(conn, "Content-Type",
-                           "application/json; charset=utf-8", -1);
-    mg_response_header_add(conn, "Cache-Control", "no-store", -1);
-    mg_response_header_add_lines(conn, SECURITY_HEADERS);
-    char length[32];
-    snprintf(length, sizeof(length), "%zu", len);
-    mg_response_header_add(conn, "Content-Length", length, -1);
-    mg_response_header_send(conn);
-    if (len > 0)
-        mg_write(conn, text, len);
-    free(text);
-}
-
-static void send_error(struct mg_connection *conn, int status,
-                       const char *code, const char *message)
-{
-    cJSON *body = cJSON_CreateObject();
-    cJSON *error = cJSON_AddObjectToObject(body, "error");
-
-    cJSON_AddStringToObject(error, "code", code);
-    cJSON_AddStringToObject(error, "message", message);
-    send_json(conn, status, body);
-    cJSON_Delete(body);
-}
-
-/* GET /api/v1/health: the gateway's own state and the backend's. */
-static void api_health(struct mg_connection *conn)
-{
-    cJSON *body = cJSON_CreateObject();
-    cJSON *response = NULL;
-    struct error err = {0};
-    int rc;
-
-    cJSON_AddStringToObject(body, "gateway", "ok");
-    rc = upstream_call("health", NULL, BACKEND_TIMEOUT_MS, &response, &err);
-    if (rc == 0) {
-        cJSON *result = cJSON_DetachItemFromObjectCaseSensitive(response,
-                                                                "result");
-        cJSON_AddItemToObject(body, "backend",
-                              result ? result : cJSON_CreateNull());
-        cJSON_Delete(response);
-        send_json(conn, 200, body);
-    } else {
-        cJSON *error = cJSON_AddObjectToObject(body, "error");
-        cJSON_AddStringToObject(error, "code", "backend_unavailable");
-        cJSON_AddStringToObject(error, "message", err.msg);
-        send_json(conn, 503, body);
-    }
-    cJSON_Delete(body);
-}
-
-static int api_handler(struct mg_connection *conn, void *data)
-{
-    const struct mg_request_info *ri = mg_get_request_info(conn);
-    const char *path = ri->local_uri;
-    const char *method = ri->request_method;
-
-    (void)data;
-    if (strcmp(path, "/api/v1/health") == 0) {
-        if (strcmp(method, "GET") != 0) {
-            send_error(conn, 405, "method_not_allowed",
-                       "use GET for /api/v1/health");
-            return 405;
-        }
-        api_health(conn);
-        return 200;
-    }
-    send_error(conn, 404, "not_found", "no such API endpoint");
-    return 404;
-}
 
 static int log_civetweb_message(const struct mg_connection *conn,
                                 const char *message)
@@ -146,7 +51,7 @@ int http_start(const struct http_options *opt, struct error *err)
     options[i++] = "num_threads";
     options[i++] = "32";
     options[i++] = "additional_header";
-    options[i++] = SECURITY_HEADERS;
+    options[i++] = HTTP_SECURITY_HEADERS;
     options[i++] = "extra_mime_types";
     options[i++] = ".wasm=application/wasm,.js=text/javascript";
     options[i++] = "request_timeout_ms";
@@ -157,17 +62,24 @@ int http_start(const struct http_options *opt, struct error *err)
     }
     options[i] = NULL;
 
+    struct api_options aopt = {opt->secure_cookies};
+    int rc = api_init(&aopt, err);
+    if (rc != 0)
+        return rc;
+
     memset(&callbacks, 0, sizeof(callbacks));
     callbacks.log_message = log_civetweb_message;
 
     mg_init_library(0);
     http_context = mg_start(&callbacks, NULL, options);
-    if (http_context == NULL)
+    if (http_context == NULL) {
+        api_shutdown();
         return error_set(err, -EADDRINUSE,
                          "cannot listen on %s; is another gateway running? "
                          "Choose a free port with --listen",
                          listen);
-    mg_set_request_handler(http_context, "/api/v1/", api_handler, NULL);
+    }
+    mg_set_request_handler(http_context, "/api/v1/", api_handle, NULL);
 
     n = mg_get_server_ports(http_context, 4, ports);
     if (n < 1) {
@@ -187,4 +99,5 @@ void http_stop(void)
         mg_stop(http_context);
     http_context = NULL;
     mg_exit_library();
+    api_shutdown();
 }

@@ -4,12 +4,24 @@
 
 #include "error.h"
 
+/* Headers for every response: no sniffing, no framing by other sites, and
+ * a policy that allows this origin's scripts and WebAssembly only. */
+#define HTTP_SECURITY_HEADERS                                                 \
+    "X-Content-Type-Options: nosniff\r\n"                                     \
+    "X-Frame-Options: DENY\r\n"                                               \
+    "Referrer-Policy: same-origin\r\n"                                        \
+    "Content-Security-Policy: default-src 'self'; script-src 'self' "         \
+    "'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data: blob:; "      \
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "           \
+    "form-action 'self'"
+
 struct http_options {
     const char *host;      /* address to listen on */
     int port;              /* 0 picks a free port */
     const char *ui_dir;    /* built UI files, served at / */
     const char *port_file; /* where to write the chosen port, or NULL */
     const char *access_log; /* access log file, or NULL for none */
+    int secure_cookies;    /* 1: cookies get Secure even on plain HTTP */
 };
 
 int http_start(const struct http_options *opt, struct error *err);

@@ -43,6 +43,8 @@ static void usage(FILE *out)
             "                       var/gateway.secret)\n"
             "  --ui DIR             built UI files (default build/ui)\n"
             "  --access-log FILE    append one line per request to FILE\n"
+            "  --secure-cookies     mark cookies Secure on plain HTTP too;\n"
+            "                       set it behind a proxy that serves TLS\n"
             "  --port-file FILE     write the port listened on to FILE\n"
             "  --log-level L        debug, info, warn or error (default "
             "info)\n"
@@ -76,6 +78,7 @@ int main(int argc, char **argv)
         {"secret", required_argument, NULL, 's'},
         {"ui", required_argument, NULL, 'u'},
         {"access-log", required_argument, NULL, 'a'},
+        {"secure-cookies", no_argument, NULL, 'S'},
         {"port-file", required_argument, NULL, 'p'},
         {"log-level", required_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
@@ -83,7 +86,8 @@ int main(int argc, char **argv)
     };
     char listen_host[256] = DEFAULT_HOST, backend_host[256] = DEFAULT_HOST;
     char secret_path[PATH_MAX], secret[SECRET_HEX_LEN + 1];
-    struct http_options hopt = {NULL, DEFAULT_PORT, "build/ui", NULL, NULL};
+    struct http_options hopt = {NULL, DEFAULT_PORT, "build/ui", NULL, NULL,
+                                0};
     struct upstream_options uopt = {NULL, DEFAULT_BACKEND_PORT, NULL};
     enum log_level level = LOG_LEVEL_INFO;
     const char *data = getenv("TRAINYARD_DATA");
@@ -116,6 +120,9 @@ int main(int argc, char **argv)
             break;
         case 'a':
             hopt.access_log = optarg;
+            break;
+        case 'S':
+            hopt.secure_cookies = 1;
             break;
         case 'p':
             hopt.port_file = optarg;

@@ -329,6 +329,12 @@ static void remove_pending_locked(struct pending *target)
 int upstream_call(const char *op, const cJSON *args, int timeout_ms,
                   cJSON **response, struct error *err)
 {
+    return upstream_call_as(0, op, args, timeout_ms, response, err);
+}
+
+int upstream_call_as(int64_t account, const char *op, const cJSON *args,
+                     int timeout_ms, cJSON **response, struct error *err)
+{
     struct pending p;
     struct timespec deadline;
     cJSON *req;
@@ -363,6 +369,8 @@ int upstream_call(const char *op, const cJSON *args, int timeout_ms,
     cJSON_AddStringToObject(req, "type", "request");
     cJSON_AddNumberToObject(req, "id", (double)p.id);
     cJSON_AddStringToObject(req, "op", op);
+    if (account > 0)
+        cJSON_AddNumberToObject(req, "account", (double)account);
     if (args != NULL)
         cJSON_AddItemToObject(req, "args", cJSON_Duplicate(args, 1));
     text = cJSON_PrintUnformatted(req);

@@ -9,6 +9,7 @@
 #define TRAINYARD_UPSTREAM_H
 
 #include <cjson/cJSON.h>
+#include <stdint.h>
 
 #include "error.h"
 
@@ -34,5 +35,12 @@ int upstream_ready(void);
  * -ETIMEDOUT when no response came in time. */
 int upstream_call(const char *op, const cJSON *args, int timeout_ms,
                   cJSON **response, struct error *err);
+
+/* As upstream_call, acting for account: its id goes into the request's
+ * "account" field, which the backend trusts because this connection
+ * presented the shared secret. 0 sends no account, for requests made
+ * before sign-in. */
+int upstream_call_as(int64_t account, const char *op, const cJSON *args,
+                     int timeout_ms, cJSON **response, struct error *err);
 
 #endif

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "admin_cli.h"
 #include "backend.h"
 #include "clock.h"
 #include "fsutil.h"
@@ -23,8 +24,12 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: backend [OPTION]...\n"
+            "       backend create-admin EMAIL [--data DIR] [--config FILE]\n"
             "Run the Trainyard backend: database, billing, training "
             "sessions.\n"
+            "create-admin makes an admin account, reading its password "
+            "from\n"
+            "standard input or $TRAINYARD_ADMIN_PASSWORD, and exits.\n"
             "\n"
             "  --config FILE       read settings from FILE (format below)\n"
             "  --data DIR          data folder: database, data sets, runs\n"
@@ -134,6 +139,10 @@ int main(int argc, char **argv)
     struct error err = {0};
     char path[PATH_MAX];
     int rc;
+
+    /* Commands come before the daemon's options. */
+    if (argc >= 2 && strcmp(argv[1], "create-admin") == 0)
+        return admin_cli_create_admin(argc - 1, argv + 1);
 
     memset(&be, 0, sizeof(be));
     config_defaults(&be.config);

@@ -15,6 +15,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "ops_auth.h"
 
 static cJSON *op_health(struct op_call *call)
 {
@@ -39,6 +40,7 @@ const struct proto_op proto_core_ops[] = {
 /* Every module's ops; a new module adds its table here. */
 static const struct proto_op *const op_tables[] = {
     proto_core_ops,
+    proto_auth_ops,
 };
 
 static const struct proto_op *find_op(const char *name)
