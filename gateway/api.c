@@ -76,6 +76,8 @@ static const struct {
     {"conflict", 409},
     {"limit_exceeded", 409},
     {"payload_too_large", 413},
+    {"payment_declined", 402},
+    {"insufficient_balance", 402},
     {"unsupported_media_type", 415},
     {"rate_limited", 429},
     {"internal", 500},
@@ -287,6 +289,18 @@ static void send_backend_error(struct api_request *req, const char *op,
         return;
     }
     api_send_error(req, code_text, "%s", message_text);
+}
+
+void api_forward(struct api_request *req, const char *op, cJSON *args,
+                 int status)
+{
+    cJSON *result = api_call(req, op, args);
+
+    cJSON_Delete(args);
+    if (result == NULL)
+        return;
+    api_send_json(req, status, result);
+    cJSON_Delete(result);
 }
 
 cJSON *api_call(struct api_request *req, const char *op, const cJSON *args)

@@ -84,6 +84,11 @@ int api_body_string(struct api_request *req, const char *name, int required,
  * failure, sends the mapped error and returns NULL. */
 cJSON *api_call(struct api_request *req, const char *op, const cJSON *args);
 
+/* Call op with args (consumed, may be NULL) and send its result as JSON
+ * with status, or the error. */
+void api_forward(struct api_request *req, const char *op, cJSON *args,
+                 int status);
+
 /* Handlers of the routes in routes.c. */
 void api_health(struct api_request *req);
 void api_signin(struct api_request *req);
@@ -95,5 +100,14 @@ void api_apikeys_revoke(struct api_request *req);
 void api_admin_accounts_list(struct api_request *req);
 void api_admin_accounts_create(struct api_request *req);
 void api_admin_accounts_plan(struct api_request *req);
+void api_instance_types(struct api_request *req);
+void api_balance(struct api_request *req);
+void api_ledger(struct api_request *req);
+void api_topup(struct api_request *req);
+void api_admin_credit(struct api_request *req);
+void api_model_billing_csv(struct api_request *req);
+void api_model_billing_pdf(struct api_request *req);
+void api_statement_csv(struct api_request *req);
+void api_statement_pdf(struct api_request *req);
 
 #endif

@@ -139,21 +139,9 @@ void api_me(struct api_request *req)
 }
 
 /* Call op with args (may be NULL) and send its result with status. */
-static void forward(struct api_request *req, const char *op, cJSON *args,
-                    int status)
-{
-    cJSON *result = api_call(req, op, args);
-
-    cJSON_Delete(args);
-    if (result == NULL)
-        return;
-    api_send_json(req, status, result);
-    cJSON_Delete(result);
-}
-
 void api_apikeys_list(struct api_request *req)
 {
-    forward(req, "apikeys.list", NULL, 200);
+    api_forward(req, "apikeys.list", NULL, 200);
 }
 
 void api_apikeys_create(struct api_request *req)
@@ -165,7 +153,7 @@ void api_apikeys_create(struct api_request *req)
         return;
     args = cJSON_CreateObject();
     cJSON_AddStringToObject(args, "name", name);
-    forward(req, "apikeys.create", args, 201);
+    api_forward(req, "apikeys.create", args, 201);
 }
 
 void api_apikeys_revoke(struct api_request *req)
@@ -188,7 +176,7 @@ void api_apikeys_revoke(struct api_request *req)
 
 void api_admin_accounts_list(struct api_request *req)
 {
-    forward(req, "accounts.list", NULL, 200);
+    api_forward(req, "accounts.list", NULL, 200);
 }
 
 void api_admin_accounts_create(struct api_request *req)

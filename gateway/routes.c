@@ -27,6 +27,18 @@ const struct route api_routes[] = {
      1, 1},
     {"POST", "/api/v1/admin/accounts/{id}/plan", api_admin_accounts_plan,
      ROUTE_ADMIN, 1, 1},
+    {"POST", "/api/v1/admin/accounts/{id}/credits", api_admin_credit,
+     ROUTE_ADMIN, 1, 1},
+    {"GET", "/api/v1/instance-types", api_instance_types, ROUTE_USER, 0, 0},
+    {"GET", "/api/v1/balance", api_balance, ROUTE_USER, 0, 0},
+    {"GET", "/api/v1/ledger", api_ledger, ROUTE_USER, 0, 0},
+    {"POST", "/api/v1/topup", api_topup, ROUTE_USER, 1, 1},
+    {"GET", "/api/v1/models/{id}/billing.csv", api_model_billing_csv,
+     ROUTE_USER, 0, 0},
+    {"GET", "/api/v1/models/{id}/billing.pdf", api_model_billing_pdf,
+     ROUTE_USER, 0, 0},
+    {"GET", "/api/v1/statement.csv", api_statement_csv, ROUTE_USER, 0, 0},
+    {"GET", "/api/v1/statement.pdf", api_statement_pdf, ROUTE_USER, 0, 0},
     {NULL, NULL, NULL, ROUTE_PUBLIC, 0, 0},
 };
 

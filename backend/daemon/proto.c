@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "log.h"
 #include "ops_auth.h"
+#include "ops_billing.h"
 
 static cJSON *op_health(struct op_call *call)
 {
@@ -41,6 +42,7 @@ const struct proto_op proto_core_ops[] = {
 static const struct proto_op *const op_tables[] = {
     proto_core_ops,
     proto_auth_ops,
+    proto_billing_ops,
 };
 
 static const struct proto_op *find_op(const char *name)
