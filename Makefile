@@ -6,6 +6,8 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := all
 .DELETE_ON_ERROR:
+# Keep intermediate objects, such as the test support ones, between runs.
+.SECONDARY:
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
@@ -78,7 +80,9 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(ASAN)/tests/%,$(UNIT_SRCS))
 INTEG_SRCS := $(wildcard tests/integration/test_*.c)
 INTEG_BINS := $(patsubst tests/integration/%.c,$(ASAN)/tests/%,$(INTEG_SRCS))
-TEST_SUPPORT := tests/support/harness.c
+TEST_SUPPORT := $(wildcard tests/support/*.c)
+TEST_SUPPORT_OBJS := $(patsubst tests/support/%.c,$(ASAN)/tests-support/%.o,\
+                       $(TEST_SUPPORT))
 
 CUDA_SRCS := $(wildcard kernels/cuda/*.cu)
 CUDA_OBJS := $(patsubst %.cu,$(BUILD)/cuda/%.o,$(CUDA_SRCS))
@@ -178,19 +182,19 @@ $(ASAN)/obj-main/$(1).o: $($(1)_MAIN)
 endef
 $(foreach p,$(PROGRAMS),$(eval $(call main_rules,$(p))))
 
-$(ASAN)/tests/%: tests/unit/%.c $(ASAN)/tests-support.o $(ASAN_LIB)
+$(ASAN)/tests/%: tests/unit/%.c $(TEST_SUPPORT_OBJS) $(ASAN_LIB)
 	$(call say,TEST-CC,$<)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) -Itests/support $(ASAN_CFLAGS) -MMD -MP $< \
-	    $(ASAN)/tests-support.o $(ASAN_LIB) $(LDLIBS) -lcmocka -o $@
+	    $(TEST_SUPPORT_OBJS) $(ASAN_LIB) $(LDLIBS) -lcmocka -o $@
 
-$(ASAN)/tests/%: tests/integration/%.c $(ASAN)/tests-support.o $(ASAN_LIB)
+$(ASAN)/tests/%: tests/integration/%.c $(TEST_SUPPORT_OBJS) $(ASAN_LIB)
 	$(call say,TEST-CC,$<)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) -Itests/support $(ASAN_CFLAGS) -MMD -MP $< \
-	    $(ASAN)/tests-support.o $(ASAN_LIB) $(LDLIBS) -lcmocka -o $@
+	    $(TEST_SUPPORT_OBJS) $(ASAN_LIB) $(LDLIBS) -lcmocka -o $@
 
-$(ASAN)/tests-support.o: $(TEST_SUPPORT)
+$(ASAN)/tests-support/%.o: tests/support/%.c
 	$(call say,CC-SAN,$<)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) -Itests/support $(ASAN_CFLAGS) -MMD -MP -c $< -o $@
