@@ -77,6 +77,7 @@ static const struct {
     {"limit_exceeded", 409},
     {"payload_too_large", 413},
     {"payment_declined", 402},
+    {"plan_required", 403},
     {"insufficient_balance", 402},
     {"unsupported_media_type", 415},
     {"rate_limited", 429},

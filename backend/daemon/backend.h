@@ -6,6 +6,7 @@
 
 #include "config.h"
 #include "secret.h"
+#include "sessions.h"
 #include "store.h"
 
 #define BACKEND_VERSION "0.1.0"
@@ -14,6 +15,7 @@ struct backend {
     const char *data_dir;
     struct config config;
     struct store store;
+    struct sessions *sessions; /* training sessions and their trainers */
     char secret[SECRET_HEX_LEN + 1];
     int64_t started_ms; /* CLOCK_MONOTONIC, for uptime */
     /* Called from the service loop every SERVER_TICK_MS, when set. */

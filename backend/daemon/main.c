@@ -13,7 +13,10 @@
 #include <time.h>
 
 #include "admin_cli.h"
+#include <cjson/cJSON.h>
+
 #include "backend.h"
+#include "executor.h"
 #include "clock.h"
 #include "fsutil.h"
 #include "instances.h"
@@ -47,6 +50,65 @@ static void usage(FILE *out)
             "DIR/gateway.secret (mode 0600); a gateway must present it.\n"
             "\n");
     config_print_help(out);
+}
+
+/* The service loop's tick: read trainers' events, reap exits, enforce
+ * deadlines and launch queued sessions. */
+static void on_tick(struct backend *be)
+{
+    sessions_poll(be->sessions, clock_monotonic_ms());
+}
+
+/* Send each stored progress event to every gateway, which fans it out to
+ * the model's viewers. Runs inside the sessions module's commit, so it
+ * only queues. */
+static int broadcast_event(void *user, const struct sessions_event *ev)
+{
+    cJSON *msg = cJSON_CreateObject();
+    cJSON *payload = cJSON_Parse(ev->payload);
+    char *text;
+
+    (void)user;
+    cJSON_AddStringToObject(msg, "type", "event");
+    cJSON_AddNumberToObject(msg, "model", (double)ev->model_id);
+    cJSON_AddNumberToObject(msg, "session", (double)ev->session_id);
+    cJSON_AddNumberToObject(msg, "seq", (double)ev->seq);
+    cJSON_AddStringToObject(msg, "kind", ev->kind);
+    cJSON_AddNumberToObject(msg, "created_at", (double)ev->created_at);
+    cJSON_AddItemToObject(msg, "payload",
+                          payload ? payload : cJSON_CreateObject());
+    text = cJSON_PrintUnformatted(msg);
+    cJSON_Delete(msg);
+    if (text != NULL)
+        server_broadcast(text, strlen(text));
+    free(text);
+    return 0;
+}
+
+/* Open the session supervisor and settle sessions left running by a
+ * previous backend process. */
+static int open_sessions(struct backend *be, struct error *err)
+{
+    struct sessions_config cfg;
+    int rc;
+
+    sessions_config_defaults(&cfg);
+    cfg.data_dir = be->config.data_dir;
+    cfg.train_program = be->config.train_program;
+    cfg.stop_timeout_ms = (int64_t)be->config.stop_timeout_s * 1000;
+    cfg.heartbeat_timeout_ms = (int64_t)be->config.heartbeat_timeout_s * 1000;
+    rc = sessions_open(&be->sessions, &be->store, executor_local(), &cfg,
+                       err);
+    if (rc != 0)
+        return rc;
+    sessions_set_event_hook(be->sessions, broadcast_event, be);
+    rc = sessions_reconcile(be->sessions, err);
+    if (rc > 0)
+        log_info("reconciled %d sessions left running by the previous "
+                 "backend; they can be resumed",
+                 rc);
+    be->on_tick = on_tick;
+    return rc < 0 ? rc : 0;
 }
 
 static void on_signal(int sig)
@@ -176,8 +238,12 @@ int main(int argc, char **argv)
                  be.store.schema_version);
         rc = instances_sync(&be.store, &be.config, &err);
     }
+    if (rc == 0)
+        rc = open_sessions(&be, &err);
     if (rc != 0) {
         log_error("%s", err.msg);
+        if (be.sessions != NULL)
+            sessions_close(be.sessions);
         store_close(&be.store);
         return 1;
     }
@@ -187,6 +253,10 @@ int main(int argc, char **argv)
     signal(SIGTERM, on_signal);
 
     rc = server_run(&be, &sopt, &err);
+    /* Trainers are stopped with a checkpoint before the database closes;
+     * their sessions are marked resumable. */
+    sessions_shutdown(be.sessions);
+    sessions_close(be.sessions);
     store_close(&be.store);
     if (rc != 0) {
         log_error("%s", err.msg);

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "ops_auth.h"
 #include "ops_billing.h"
+#include "ops_training.h"
 
 static cJSON *op_health(struct op_call *call)
 {
@@ -43,6 +44,7 @@ static const struct proto_op *const op_tables[] = {
     proto_core_ops,
     proto_auth_ops,
     proto_billing_ops,
+    proto_training_ops,
 };
 
 static const struct proto_op *find_op(const char *name)

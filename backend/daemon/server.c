@@ -24,7 +24,45 @@ struct gateway_conn {
     struct proto_conn proto;
     struct ws_queue out;
     struct ws_inbuf in;
+    struct lws *wsi;
+    struct gateway_conn *next; /* in the list of open connections */
 };
+
+/* Open connections, for broadcasts. */
+static struct gateway_conn *connections;
+
+/* A gateway that stops reading gets no more than this queued; past it the
+ * connection is closed and the gateway reconnects and replays. */
+#define BROADCAST_QUEUE_MAX (64u << 20)
+
+static void unlink_conn(struct gateway_conn *c)
+{
+    for (struct gateway_conn **p = &connections; *p != NULL;
+         p = &(*p)->next) {
+        if (*p == c) {
+            *p = c->next;
+            return;
+        }
+    }
+}
+
+void server_broadcast(const char *text, size_t len)
+{
+    for (struct gateway_conn *c = connections; c != NULL; c = c->next) {
+        if (!c->proto.authenticated)
+            continue;
+        if (c->out.bytes + len > BROADCAST_QUEUE_MAX) {
+            log_warn("gateway connection is not reading (%zu bytes queued); "
+                     "closing it",
+                     c->out.bytes);
+            c->proto.close_after_reply = 1;
+            lws_callback_on_writable(c->wsi);
+            continue;
+        }
+        if (ws_queue_push(&c->out, text, len) == 0)
+            lws_callback_on_writable(c->wsi);
+    }
+}
 
 static struct backend *server_backend;
 static struct lws_context *server_context;
@@ -61,6 +99,9 @@ static int callback_gateway(struct lws *wsi, enum lws_callback_reasons reason,
     switch (reason) {
     case LWS_CALLBACK_ESTABLISHED:
         memset(c, 0, sizeof(*c));
+        c->wsi = wsi;
+        c->next = connections;
+        connections = c;
         return 0;
 
     case LWS_CALLBACK_RECEIVE:
@@ -96,6 +137,7 @@ static int callback_gateway(struct lws *wsi, enum lws_callback_reasons reason,
         return 0;
 
     case LWS_CALLBACK_CLOSED:
+        unlink_conn(c);
         if (c->proto.authenticated)
             log_info("gateway disconnected");
         ws_queue_clear(&c->out);
@@ -182,6 +224,7 @@ int server_run(struct backend *be, const struct server_options *opt,
             break;
 
     log_info("stopping");
+    connections = NULL;
     lws_context_destroy(server_context);
     server_context = NULL;
     return rc;

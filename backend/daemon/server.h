@@ -22,4 +22,8 @@ int server_run(struct backend *be, const struct server_options *opt,
 /* Ask server_run to return; safe to call from a signal handler. */
 void server_request_stop(void);
 
+/* Queue text on every authenticated gateway connection. Call it from the
+ * service thread only (the tick and the op handlers run there). */
+void server_broadcast(const char *text, size_t len);
+
 #endif

@@ -1,0 +1,638 @@
+/*
+ * Protocol ops for data sets, models and their training: list data sets
+ * (the account's and the samples), create, list, get and delete models,
+ * start, stop and resume training, the session's status, and the replay
+ * of stored progress events after a sequence number.
+ *
+ * A model's architecture must be one of the shipped model files named by
+ * their scale (yolov8n-cls.yaml ... yolov8x-cls.yaml), because the name
+ * goes to the train program as model=, where a path would let a user make
+ * it read any file. Another account's data set or model is answered as
+ * not found.
+ *
+ * "Pay now" for timed training charges the card for exactly the price as
+ * a top-up and spends it at once from the balance, so the ledger shows
+ * the payment and the charge side by side. If the start then fails (the
+ * one-model rule, say), the payment stays in the balance.
+ */
+#include "ops_training.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "ledger.h"
+#include "log.h"
+#include "payments.h"
+#include "sessions.h"
+
+#define MODEL_NAME_MAX 100
+#define MODEL_ARGS_MAX 8192
+
+static const char *const architectures[] = {
+    "yolov8n-cls.yaml", "yolov8s-cls.yaml", "yolov8m-cls.yaml",
+    "yolov8l-cls.yaml", "yolov8x-cls.yaml",
+};
+
+static cJSON *from_errno(struct op_call *call, const struct error *err)
+{
+    const char *code = "internal";
+
+    switch (err->code) {
+    case -EINVAL:
+        code = "invalid_request";
+        break;
+    case -ENOENT:
+        code = "not_found";
+        break;
+    case -EPERM:
+        code = "plan_required";
+        break;
+    case -EBUSY:
+        code = "conflict";
+        break;
+    case -ENOSPC:
+        code = "insufficient_balance";
+        break;
+    case -EACCES:
+        code = "payment_declined";
+        break;
+    }
+    return op_error(call, code, "%s", err->msg);
+}
+
+static int need_account(struct op_call *call)
+{
+    if (call->account_id > 0)
+        return 0;
+    op_error(call, "unauthorized", "sign in first");
+    return -1;
+}
+
+/* Required whole-number argument; fills the error and returns -1. */
+static int require_int64(struct op_call *call, const char *name,
+                         int64_t *out)
+{
+    int rc = op_arg_int64(call, name, out);
+
+    if (rc == 1)
+        op_error(call, "invalid_request", "field '%s' is required", name);
+    return rc == 0 ? 0 : -1;
+}
+
+/* 1 when the model exists, is not deleted and belongs to the account. */
+static int model_owned(struct op_call *call, int64_t model)
+{
+    sqlite3_stmt *stmt;
+    int found = 0;
+
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           "SELECT 1 FROM models WHERE id = ?1 AND "
+                           "account_id = ?2 AND deleted = 0",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_int64(stmt, 1, model);
+    sqlite3_bind_int64(stmt, 2, call->account_id);
+    found = sqlite3_step(stmt) == SQLITE_ROW;
+    sqlite3_finalize(stmt);
+    return found;
+}
+
+static cJSON *model_not_found(struct op_call *call, int64_t model)
+{
+    return op_error(call, "not_found", "model %lld not found",
+                    (long long)model);
+}
+
+/* ---- Data sets ------------------------------------------------------ */
+
+static cJSON *op_datasets_list(struct op_call *call)
+{
+    sqlite3 *db = call->be->store.db;
+    sqlite3_stmt *stmt;
+    cJSON *result, *list;
+
+    if (need_account(call) != 0)
+        return NULL;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT id, account_id, name, task, status, images, "
+                           "created_at FROM datasets WHERE status != "
+                           "'deleted' AND (account_id = ?1 OR account_id IS "
+                           "NULL) ORDER BY id",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return op_error(call, "internal", "cannot list data sets: %s",
+                        sqlite3_errmsg(db));
+    sqlite3_bind_int64(stmt, 1, call->account_id);
+    result = cJSON_CreateObject();
+    list = cJSON_AddArrayToObject(result, "datasets");
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+        cJSON *d = cJSON_CreateObject();
+        cJSON_AddNumberToObject(d, "id", (double)sqlite3_column_int64(stmt, 0));
+        cJSON_AddBoolToObject(d, "sample",
+                              sqlite3_column_type(stmt, 1) == SQLITE_NULL);
+        cJSON_AddStringToObject(d, "name",
+                                (const char *)sqlite3_column_text(stmt, 2));
+        cJSON_AddStringToObject(d, "task",
+                                (const char *)sqlite3_column_text(stmt, 3));
+        cJSON_AddStringToObject(d, "status",
+                                (const char *)sqlite3_column_text(stmt, 4));
+        cJSON_AddNumberToObject(d, "images", sqlite3_column_int(stmt, 5));
+        cJSON_AddNumberToObject(d, "created_at",
+                                (double)sqlite3_column_int64(stmt, 6));
+        cJSON_AddItemToArray(list, d);
+    }
+    sqlite3_finalize(stmt);
+    return result;
+}
+
+/* ---- Models ------------------------------------------------------------ */
+
+static cJSON *model_json(sqlite3_stmt *stmt)
+{
+    cJSON *m = cJSON_CreateObject();
+    cJSON *args = cJSON_Parse((const char *)sqlite3_column_text(stmt, 5));
+
+    cJSON_AddNumberToObject(m, "id", (double)sqlite3_column_int64(stmt, 0));
+    cJSON_AddNumberToObject(m, "dataset_id",
+                            (double)sqlite3_column_int64(stmt, 1));
+    cJSON_AddStringToObject(m, "name",
+                            (const char *)sqlite3_column_text(stmt, 2));
+    cJSON_AddStringToObject(m, "task",
+                            (const char *)sqlite3_column_text(stmt, 3));
+    cJSON_AddStringToObject(m, "architecture",
+                            (const char *)sqlite3_column_text(stmt, 4));
+    cJSON_AddItemToObject(m, "args", args ? args : cJSON_CreateObject());
+    cJSON_AddNumberToObject(m, "created_at",
+                            (double)sqlite3_column_int64(stmt, 6));
+    return m;
+}
+
+#define MODEL_COLUMNS                                                         \
+    "SELECT id, dataset_id, name, task, architecture, args, created_at "     \
+    "FROM models "
+
+static int valid_architecture(const char *name)
+{
+    for (size_t i = 0; i < sizeof(architectures) / sizeof(architectures[0]);
+         i++)
+        if (strcmp(name, architectures[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The dataset's task, when the account may use the data set. */
+static int dataset_task(struct op_call *call, int64_t dataset, char *task,
+                        size_t len)
+{
+    sqlite3_stmt *stmt;
+    int found;
+
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           "SELECT task FROM datasets WHERE id = ?1 AND "
+                           "status = 'ready' AND (account_id = ?2 OR "
+                           "account_id IS NULL)",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_int64(stmt, 1, dataset);
+    sqlite3_bind_int64(stmt, 2, call->account_id);
+    found = sqlite3_step(stmt) == SQLITE_ROW;
+    if (found)
+        snprintf(task, len, "%s", (const char *)sqlite3_column_text(stmt, 0));
+    sqlite3_finalize(stmt);
+    return found;
+}
+
+static cJSON *op_models_create(struct op_call *call)
+{
+    const char *name = NULL, *arch = NULL;
+    const cJSON *args = NULL;
+    int64_t dataset = 0, id;
+    char task[16], *args_text;
+    sqlite3_stmt *stmt;
+
+    if (need_account(call) != 0 || require_int64(call, "dataset", &dataset))
+        return NULL;
+    if (op_arg_string(call, "name", &name) != 0 ||
+        op_arg_string(call, "architecture", &arch) != 0) {
+        if (call->code == NULL)
+            op_error(call, "invalid_request",
+                     "name and architecture are required");
+        return NULL;
+    }
+    if (name[0] == '\0' || strlen(name) > MODEL_NAME_MAX)
+        return op_error(call, "invalid_request",
+                        "name must have 1 to %d characters", MODEL_NAME_MAX);
+    if (!valid_architecture(arch))
+        return op_error(call, "invalid_request",
+                        "unknown architecture '%.64s'; use yolov8n-cls.yaml, "
+                        "yolov8s-cls.yaml, yolov8m-cls.yaml, "
+                        "yolov8l-cls.yaml or yolov8x-cls.yaml",
+                        arch);
+    if (!dataset_task(call, dataset, task, sizeof(task)))
+        return op_error(call, "not_found", "data set %lld not found",
+                        (long long)dataset);
+    if (call->args != NULL)
+        args = cJSON_GetObjectItemCaseSensitive(call->args, "args");
+    if (args != NULL && !cJSON_IsObject(args))
+        return op_error(call, "invalid_request",
+                        "field 'args' must be an object of training "
+                        "arguments");
+    args_text = args ? cJSON_PrintUnformatted(args) : strdup("{}");
+    if (args_text == NULL || strlen(args_text) > MODEL_ARGS_MAX) {
+        free(args_text);
+        return op_error(call, "invalid_request",
+                        "field 'args' is larger than %d bytes",
+                        MODEL_ARGS_MAX);
+    }
+
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           "INSERT INTO models(account_id, dataset_id, name, "
+                           "task, architecture, args, created_at) VALUES "
+                           "(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                           -1, &stmt, NULL) != SQLITE_OK) {
+        free(args_text);
+        return op_error(call, "internal", "cannot create the model: %s",
+                        sqlite3_errmsg(call->be->store.db));
+    }
+    sqlite3_bind_int64(stmt, 1, call->account_id);
+    sqlite3_bind_int64(stmt, 2, dataset);
+    sqlite3_bind_text(stmt, 3, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 4, task, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 5, arch, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(stmt, 6, args_text, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(stmt, 7, clock_realtime_ms());
+    int done = sqlite3_step(stmt) == SQLITE_DONE;
+    sqlite3_finalize(stmt);
+    free(args_text);
+    if (!done)
+        return op_error(call, "internal", "cannot create the model: %s",
+                        sqlite3_errmsg(call->be->store.db));
+    id = sqlite3_last_insert_rowid(call->be->store.db);
+    log_info("model created account=%lld model=%lld dataset=%lld "
+             "architecture=%s",
+             (long long)call->account_id, (long long)id, (long long)dataset,
+             arch);
+
+    cJSON *result = cJSON_CreateObject();
+    cJSON_AddNumberToObject(result, "id", (double)id);
+    return result;
+}
+
+static cJSON *op_models_list(struct op_call *call)
+{
+    sqlite3_stmt *stmt;
+    cJSON *result, *list;
+
+    if (need_account(call) != 0)
+        return NULL;
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           MODEL_COLUMNS "WHERE account_id = ?1 AND "
+                                         "deleted = 0 ORDER BY id",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return op_error(call, "internal", "cannot list models: %s",
+                        sqlite3_errmsg(call->be->store.db));
+    sqlite3_bind_int64(stmt, 1, call->account_id);
+    result = cJSON_CreateObject();
+    list = cJSON_AddArrayToObject(result, "models");
+    while (sqlite3_step(stmt) == SQLITE_ROW)
+        cJSON_AddItemToArray(list, model_json(stmt));
+    sqlite3_finalize(stmt);
+    return result;
+}
+
+/* The model's latest session, or JSON null. */
+static cJSON *latest_session(struct op_call *call, int64_t model)
+{
+    sqlite3_stmt *stmt;
+    cJSON *s = NULL;
+
+    if (sqlite3_prepare_v2(
+            call->be->store.db,
+            "SELECT s.id, s.state, s.mode, s.epochs, s.epochs_done, "
+            "s.time_limit_ms, s.trained_ms, s.price, s.rate, s.reason, "
+            "s.queue_position, t.name, s.updated_at FROM sessions s "
+            "JOIN instance_types t ON t.id = s.instance_type_id "
+            "WHERE s.model_id = ?1 ORDER BY s.id DESC LIMIT 1",
+            -1, &stmt, NULL) != SQLITE_OK)
+        return cJSON_CreateNull();
+    sqlite3_bind_int64(stmt, 1, model);
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+        s = cJSON_CreateObject();
+        cJSON_AddNumberToObject(s, "id", (double)sqlite3_column_int64(stmt, 0));
+        cJSON_AddStringToObject(s, "state",
+                                (const char *)sqlite3_column_text(stmt, 1));
+        cJSON_AddStringToObject(s, "mode",
+                                (const char *)sqlite3_column_text(stmt, 2));
+        cJSON_AddNumberToObject(s, "epochs", sqlite3_column_int(stmt, 3));
+        cJSON_AddNumberToObject(s, "epochs_done", sqlite3_column_int(stmt, 4));
+        if (sqlite3_column_type(stmt, 5) != SQLITE_NULL)
+            cJSON_AddNumberToObject(s, "time_limit_ms",
+                                    (double)sqlite3_column_int64(stmt, 5));
+        cJSON_AddNumberToObject(s, "trained_ms",
+                                (double)sqlite3_column_int64(stmt, 6));
+        if (sqlite3_column_type(stmt, 7) != SQLITE_NULL)
+            cJSON_AddNumberToObject(s, "price",
+                                    (double)sqlite3_column_int64(stmt, 7));
+        cJSON_AddNumberToObject(s, "rate",
+                                (double)sqlite3_column_int64(stmt, 8));
+        if (sqlite3_column_type(stmt, 9) != SQLITE_NULL)
+            cJSON_AddStringToObject(s, "reason",
+                                    (const char *)sqlite3_column_text(stmt,
+                                                                      9));
+        if (sqlite3_column_type(stmt, 10) != SQLITE_NULL)
+            cJSON_AddNumberToObject(s, "queue_position",
+                                    sqlite3_column_int(stmt, 10));
+        cJSON_AddStringToObject(s, "instance_type",
+                                (const char *)sqlite3_column_text(stmt, 11));
+        cJSON_AddNumberToObject(s, "updated_at",
+                                (double)sqlite3_column_int64(stmt, 12));
+    }
+    sqlite3_finalize(stmt);
+    return s ? s : cJSON_CreateNull();
+}
+
+/* The account's model that is initializing or training, for the
+ * "cloud training unavailable" message. */
+static void add_active_model(struct op_call *call, cJSON *result)
+{
+    sqlite3_stmt *stmt;
+
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           "SELECT m.id, m.name FROM sessions s JOIN models "
+                           "m ON m.id = s.model_id WHERE s.account_id = ?1 "
+                           "AND s.state IN ('initializing', 'training')",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(stmt, 1, call->account_id);
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+        cJSON *a = cJSON_AddObjectToObject(result, "account_training");
+        cJSON_AddNumberToObject(a, "model",
+                                (double)sqlite3_column_int64(stmt, 0));
+        cJSON_AddStringToObject(a, "name",
+                                (const char *)sqlite3_column_text(stmt, 1));
+    }
+    sqlite3_finalize(stmt);
+}
+
+static cJSON *op_models_get(struct op_call *call)
+{
+    sqlite3_stmt *stmt;
+    cJSON *result = NULL;
+    int64_t model;
+
+    if (need_account(call) != 0 || require_int64(call, "model", &model))
+        return NULL;
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           MODEL_COLUMNS "WHERE id = ?1 AND account_id = ?2 "
+                                         "AND deleted = 0",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return op_error(call, "internal", "cannot read the model: %s",
+                        sqlite3_errmsg(call->be->store.db));
+    sqlite3_bind_int64(stmt, 1, model);
+    sqlite3_bind_int64(stmt, 2, call->account_id);
+    if (sqlite3_step(stmt) == SQLITE_ROW)
+        result = model_json(stmt);
+    sqlite3_finalize(stmt);
+    if (result == NULL)
+        return model_not_found(call, model);
+    cJSON_AddItemToObject(result, "session", latest_session(call, model));
+    add_active_model(call, result);
+    return result;
+}
+
+static cJSON *op_models_delete(struct op_call *call)
+{
+    sqlite3_stmt *stmt;
+    int64_t model;
+    int changed;
+
+    if (need_account(call) != 0 || require_int64(call, "model", &model))
+        return NULL;
+    if (!model_owned(call, model))
+        return model_not_found(call, model);
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           "UPDATE models SET deleted = 1 WHERE id = ?1 AND "
+                           "NOT EXISTS (SELECT 1 FROM sessions WHERE "
+                           "model_id = ?1 AND state IN ('initializing', "
+                           "'training'))",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return op_error(call, "internal", "cannot delete the model: %s",
+                        sqlite3_errmsg(call->be->store.db));
+    sqlite3_bind_int64(stmt, 1, model);
+    sqlite3_step(stmt);
+    sqlite3_finalize(stmt);
+    changed = sqlite3_changes(call->be->store.db);
+    if (changed == 0)
+        return op_error(call, "conflict",
+                        "model %lld is training; stop it before deleting it",
+                        (long long)model);
+    log_info("model deleted account=%lld model=%lld",
+             (long long)call->account_id, (long long)model);
+    return cJSON_CreateObject();
+}
+
+/* ---- Training ----------------------------------------------------------- */
+
+/* Find an enabled instance type by id or name; 0 when missing. */
+static int64_t instance_type_id(struct op_call *call, int64_t *rate)
+{
+    const char *name = NULL;
+    int64_t id = 0;
+    sqlite3_stmt *stmt;
+
+    if (op_arg_int64(call, "instance_type", &id) < 0) {
+        call->code = NULL; /* a name is accepted too */
+        op_arg_string(call, "instance_type", &name);
+    }
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           "SELECT id, price_per_hour FROM instance_types "
+                           "WHERE enabled = 1 AND (id = ?1 OR name = ?2) "
+                           "ORDER BY id LIMIT 1",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_int64(stmt, 1, id);
+    sqlite3_bind_text(stmt, 2, name ? name : "", -1, SQLITE_TRANSIENT);
+    id = 0;
+    if (sqlite3_step(stmt) == SQLITE_ROW) {
+        id = sqlite3_column_int64(stmt, 0);
+        *rate = sqlite3_column_int64(stmt, 1);
+    }
+    sqlite3_finalize(stmt);
+    return id;
+}
+
+/* Charge the card for price as a top-up keyed by the client's key. */
+static int pay_now(struct op_call *call, int64_t price, struct error *err)
+{
+    const struct payment_provider *provider;
+    const char *card = NULL, *key = NULL;
+    char full_key[200];
+
+    if (op_arg_string(call, "card", &card) != 0 ||
+        op_arg_string(call, "idempotency_key", &key) != 0)
+        return error_set(err, -EINVAL,
+                         "pay now needs card and idempotency_key");
+    provider = payments_provider(call->be->config.payment_provider);
+    if (provider == NULL || strcmp(provider->name, "operator") == 0)
+        return error_set(err, -EINVAL,
+                         "pay now is off on this installation; pay from the "
+                         "balance");
+    snprintf(full_key, sizeof(full_key), "paynow:%.150s", key);
+    return payments_topup(&call->be->store, provider, call->account_id, price,
+                          card, full_key, err);
+}
+
+static cJSON *op_training_start(struct op_call *call)
+{
+    struct sessions_start_request req;
+    const char *mode = "epochs", *payment = "balance";
+    struct error err = {0};
+    int64_t epochs = 0, duration = 0, rate = 0, session = 0;
+
+    memset(&req, 0, sizeof(req));
+    if (need_account(call) != 0 ||
+        require_int64(call, "model", &req.model_id) != 0 ||
+        op_arg_string(call, "mode", &mode) < 0 ||
+        op_arg_string(call, "payment", &payment) < 0 ||
+        op_arg_int64(call, "epochs", &epochs) < 0 ||
+        op_arg_int64(call, "duration_ms", &duration) < 0)
+        return NULL;
+    if (!model_owned(call, req.model_id))
+        return model_not_found(call, req.model_id);
+    req.account_id = call->account_id;
+    req.instance_type_id = instance_type_id(call, &rate);
+    if (req.instance_type_id == 0)
+        return op_error(call, "invalid_request",
+                        "instance_type is missing or unknown; see "
+                        "instances.list");
+
+    if (strcmp(mode, "epochs") == 0) {
+        req.mode = SESSION_MODE_EPOCHS;
+        req.epochs = (int)epochs;
+        req.payment = SESSION_PAY_BALANCE;
+        if (strcmp(payment, "balance") != 0)
+            return op_error(call, "invalid_request",
+                            "epoch training is paid from the balance; top "
+                            "up to add money");
+    } else if (strcmp(mode, "timed") == 0) {
+        req.mode = SESSION_MODE_TIMED;
+        req.time_limit_ms = duration;
+        req.epochs = epochs > 0 ? (int)epochs : 1000;
+        req.payment = SESSION_PAY_BALANCE;
+        if (strcmp(payment, "prepaid") == 0) {
+            if (duration <= 0)
+                return op_error(call, "invalid_request",
+                                "duration_ms must be > 0");
+            if (pay_now(call, billing_timed_price(duration, rate), &err))
+                return from_errno(call, &err);
+        } else if (strcmp(payment, "balance") != 0) {
+            return op_error(call, "invalid_request",
+                            "invalid payment '%.16s': use balance or "
+                            "prepaid",
+                            payment);
+        }
+    } else {
+        return op_error(call, "invalid_request",
+                        "invalid mode '%.16s': use epochs or timed", mode);
+    }
+
+    if (sessions_start(call->be->sessions, &req, &session, &err) != 0)
+        return from_errno(call, &err);
+    cJSON *result = cJSON_CreateObject();
+    cJSON_AddNumberToObject(result, "session", (double)session);
+    return result;
+}
+
+static cJSON *op_training_stop(struct op_call *call)
+{
+    struct error err = {0};
+    int64_t model;
+
+    if (need_account(call) != 0 || require_int64(call, "model", &model))
+        return NULL;
+    if (!model_owned(call, model))
+        return model_not_found(call, model);
+    if (sessions_stop(call->be->sessions, call->account_id, model, &err))
+        return from_errno(call, &err);
+    return cJSON_CreateObject();
+}
+
+static cJSON *op_training_resume(struct op_call *call)
+{
+    struct error err = {0};
+    int64_t model, session = 0;
+
+    if (need_account(call) != 0 || require_int64(call, "model", &model))
+        return NULL;
+    if (!model_owned(call, model))
+        return model_not_found(call, model);
+    if (sessions_resume(call->be->sessions, call->account_id, model, &session,
+                        &err))
+        return from_errno(call, &err);
+    cJSON *result = cJSON_CreateObject();
+    cJSON_AddNumberToObject(result, "session", (double)session);
+    return result;
+}
+
+struct replay {
+    cJSON *list;
+    int count, limit;
+};
+
+static int add_event(void *user, const struct sessions_event *ev)
+{
+    struct replay *r = user;
+    cJSON *e = cJSON_CreateObject();
+    cJSON *payload = cJSON_Parse(ev->payload);
+
+    cJSON_AddNumberToObject(e, "seq", (double)ev->seq);
+    cJSON_AddNumberToObject(e, "session", (double)ev->session_id);
+    cJSON_AddStringToObject(e, "kind", ev->kind);
+    cJSON_AddNumberToObject(e, "created_at", (double)ev->created_at);
+    cJSON_AddItemToObject(e, "payload",
+                          payload ? payload : cJSON_CreateObject());
+    cJSON_AddItemToArray(r->list, e);
+    return ++r->count >= r->limit;
+}
+
+/* Stored events after after_seq, oldest first, at most limit (default
+ * and maximum 1000); `more` says whether others follow. */
+static cJSON *op_progress_after(struct op_call *call)
+{
+    struct error err = {0};
+    struct replay r = {NULL, 0, 1000};
+    int64_t model, after = 0, limit = 1000;
+
+    if (need_account(call) != 0 || require_int64(call, "model", &model) ||
+        op_arg_int64(call, "after_seq", &after) < 0 ||
+        op_arg_int64(call, "limit", &limit) < 0)
+        return NULL;
+    if (!model_owned(call, model))
+        return model_not_found(call, model);
+    if (limit >= 1 && limit < 1000)
+        r.limit = (int)limit;
+    cJSON *result = cJSON_CreateObject();
+    r.list = cJSON_AddArrayToObject(result, "events");
+    if (sessions_events_after(call->be->sessions, model, after, add_event, &r,
+                              &err) != 0) {
+        cJSON_Delete(result);
+        return from_errno(call, &err);
+    }
+    cJSON_AddBoolToObject(result, "more", r.count >= r.limit);
+    return result;
+}
+
+const struct proto_op proto_training_ops[] = {
+    {"datasets.list", op_datasets_list},
+    {"models.create", op_models_create},
+    {"models.list", op_models_list},
+    {"models.get", op_models_get},
+    {"models.delete", op_models_delete},
+    {"training.start", op_training_start},
+    {"training.stop", op_training_stop},
+    {"training.resume", op_training_resume},
+    {"progress.after", op_progress_after},
+    {NULL, NULL},
+};
