@@ -6,8 +6,12 @@
  *
  * Errors from the billing modules map to stable codes: -EINVAL
  * invalid_request, -ENOENT not_found, -EPERM forbidden, -EACCES
- * payment_declined, -ENOSPC insufficient_balance; anything else is
- * internal and logged.
+ * payment_declined, -ENOSPC insufficient_balance, -EEXIST conflict;
+ * anything else is internal and logged.
+ *
+ * Clients choose idempotency keys, so the ops prefix them with the
+ * account ("topup:ACCOUNT:KEY"): one account can never use up, or see,
+ * another account's keys.
  */
 #include "ops_billing.h"
 
@@ -41,6 +45,9 @@ static cJSON *fail(struct op_call *call, const struct error *err)
         break;
     case -ENOSPC:
         code = "insufficient_balance";
+        break;
+    case -EEXIST:
+        code = "conflict";
         break;
     }
     return op_error(call, code, "%s", err->msg);
@@ -183,17 +190,25 @@ static cJSON *op_topup(struct op_call *call)
         return op_error(call, "forbidden",
                         "top-ups by card are off on this installation; ask "
                         "your operator for credit");
+    if (key[0] == '\0' || strlen(key) > 150)
+        return op_error(call, "invalid_request",
+                        "idempotency key is missing or longer than 150 "
+                        "characters; send a unique key per payment form");
+    char scoped[200];
+    snprintf(scoped, sizeof(scoped), "topup:%lld:%.150s",
+             (long long)call->account_id, key);
     if (payments_topup(&call->be->store, provider, call->account_id, amount,
-                       card, key, &err) != 0)
+                       card, scoped, &err) != 0)
         return fail(call, &err);
     return op_balance(call);
 }
 
 static cJSON *op_credit(struct op_call *call)
 {
-    const char *description = NULL;
+    const char *description = NULL, *key = NULL;
     struct error err = {0};
     int64_t account = 0, amount = 0;
+    char scoped[200];
     cJSON *result;
 
     if (call->account_id <= 0)
@@ -207,8 +222,14 @@ static cJSON *op_credit(struct op_call *call)
                      "required");
         return NULL;
     }
+    /* Optional: a retried credit with the same key is granted once. */
+    if (op_arg_string(call, "idempotency_key", &key) < 0)
+        return NULL;
+    if (key != NULL)
+        snprintf(scoped, sizeof(scoped), "credit:%lld:%.150s",
+                 (long long)call->account_id, key);
     if (payments_credit(&call->be->store, call->account_id, account, amount,
-                        description, NULL, &err) != 0)
+                        description, key ? scoped : NULL, &err) != 0)
         return fail(call, &err);
     result = cJSON_CreateObject();
     cJSON_AddNumberToObject(result, "account", (double)account);

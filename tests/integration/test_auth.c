@@ -15,303 +15,33 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include <cjson/cJSON.h>
 #include <limits.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "fsutil.h"
 #include "harness.h"
+#include "stack.h"
 
 #define ADMIN_EMAIL "admin@example.com"
 #define ADMIN_PASSWORD "admin-pass-4417"
 #define USER_EMAIL "user@example.com"
 #define USER_PASSWORD "user-pass-9023"
-#define JSON_HEADER "Content-Type: application/json\r\n"
-
-struct stack {
-    char dir[PATH_MAX];
-    char data[PATH_MAX + 16];
-    char ui[PATH_MAX + 16];
-    char backend_log[PATH_MAX + 32];
-    char gateway_log[PATH_MAX + 32];
-    pid_t backend, gateway;
-    int backend_port, gateway_port;
-};
-
-/* A signed-in browser: its cookie header line and CSRF token. */
-struct browser {
-    char cookie[128]; /* "ty_session=..." */
-    char csrf[80];
-    char set_cookie[512]; /* the whole Set-Cookie value of sign-in */
-};
-
-/* ---- programs --------------------------------------------------------- */
-
-static void start_backend(struct stack *s)
-{
-    char prog[PATH_MAX], port_file[PATH_MAX + 32];
-
-    harness_program("backend", prog, sizeof(prog));
-    snprintf(port_file, sizeof(port_file), "%s/backend.port", s->dir);
-    unlink(port_file);
-    char *argv[] = {prog,          "--data",      s->data,   "--listen",
-                    "127.0.0.1:0", "--port-file", port_file, NULL};
-    s->backend = harness_spawn(argv, s->backend_log);
-    s->backend_port = harness_wait_port(port_file, s->backend, 20000);
-    assert_true(s->backend_port > 0);
-}
-
-/* GET /api/v1/health until it returns 200 or timeout_ms passes. */
-static int wait_health(struct stack *s, int timeout_ms)
-{
-    struct http_reply r;
-    int status = 0;
-
-    for (int waited = 0; waited <= timeout_ms; waited += 50) {
-        if (harness_http(s->gateway_port, "GET", "/api/v1/health", NULL, NULL,
-                         &r) == 0) {
-            status = r.status;
-            harness_http_free(&r);
-            if (status == 200)
-                return status;
-        }
-        usleep(50 * 1000);
-    }
-    return status;
-}
-
-/* Start the gateway; extra_option (such as "--secure-cookies") may be
- * NULL. */
-static void start_gateway(struct stack *s, const char *extra_option)
-{
-    char prog[PATH_MAX], backend[64], port_file[PATH_MAX + 32];
-    char secret[PATH_MAX + 32];
-
-    harness_program("gateway", prog, sizeof(prog));
-    snprintf(backend, sizeof(backend), "127.0.0.1:%d", s->backend_port);
-    snprintf(port_file, sizeof(port_file), "%s/gateway.port", s->dir);
-    snprintf(secret, sizeof(secret), "%s/gateway.secret", s->data);
-    unlink(port_file);
-    char *argv[] = {
-        prog,    "--listen",    "127.0.0.1:0", "--backend",
-        backend, "--secret",    secret,        "--ui",
-        s->ui,   "--port-file", port_file,     (char *)extra_option,
-        NULL,
-    };
-    s->gateway = harness_spawn(argv, s->gateway_log);
-    s->gateway_port = harness_wait_port(port_file, s->gateway, 20000);
-    assert_true(s->gateway_port > 0);
-    assert_int_equal(wait_health(s, 10000), 200);
-}
-
-/* Run `backend create-admin --data DATA email` with stdin_text on its
- * standard input and, when env_password is not NULL, that password in
- * TRAINYARD_ADMIN_PASSWORD. Returns the exit status, or -1. */
-static int create_admin(struct stack *s, const char *email,
-                        const char *stdin_text, const char *env_password,
-                        const char *log_path)
-{
-    char prog[PATH_MAX];
-    int fds[2], status;
-    pid_t pid;
-
-    harness_program("backend", prog, sizeof(prog));
-    assert_int_equal(pipe(fds), 0);
-    pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        FILE *log = fopen(log_path, "a");
-        dup2(fds[0], 0);
-        close(fds[0]);
-        close(fds[1]);
-        if (log != NULL) {
-            dup2(fileno(log), 1);
-            dup2(fileno(log), 2);
-        }
-        if (env_password != NULL)
-            setenv("TRAINYARD_ADMIN_PASSWORD", env_password, 1);
-        else
-            unsetenv("TRAINYARD_ADMIN_PASSWORD");
-        char *argv[] = {prog,    "create-admin", "--data",
-                        s->data, (char *)email,  NULL};
-        execv(prog, argv);
-        _exit(127);
-    }
-    close(fds[0]);
-    if (stdin_text != NULL && write(fds[1], stdin_text, strlen(stdin_text)) < 0)
-        perror("write");
-    close(fds[1]);
-    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status))
-        return -1;
-    return WEXITSTATUS(status);
-}
 
 static int stack_setup(void **state)
 {
-    struct stack *s = calloc(1, sizeof(*s));
-    char path[PATH_MAX + 32];
-    struct error err = {0};
-
-    harness_tmpdir(s->dir, sizeof(s->dir));
-    snprintf(s->data, sizeof(s->data), "%s/data", s->dir);
-    snprintf(s->ui, sizeof(s->ui), "%s/ui", s->dir);
-    snprintf(s->backend_log, sizeof(s->backend_log), "%s/backend.log", s->dir);
-    snprintf(s->gateway_log, sizeof(s->gateway_log), "%s/gateway.log", s->dir);
-    assert_int_equal(fs_mkdir_p(s->ui, 0755, &err), 0);
-
-    start_backend(s);
-    /* The command works beside a running backend. */
-    snprintf(path, sizeof(path), "%s/create-admin.log", s->dir);
-    assert_int_equal(create_admin(s, ADMIN_EMAIL, NULL, ADMIN_PASSWORD, path),
-                     0);
-    start_gateway(s, NULL);
-    *state = s;
+    *state = stack_start(ADMIN_EMAIL, ADMIN_PASSWORD);
     return 0;
 }
 
 static int stack_teardown(void **state)
 {
-    struct stack *s = *state;
-    int gw = s->gateway > 0 ? harness_stop(s->gateway, SIGTERM, 10000) : 0;
-    int be = s->backend > 0 ? harness_stop(s->backend, SIGTERM, 10000) : 0;
-    int leaked = 0;
-
     /* No password may reach a log. */
     static const char *const secrets[] = {ADMIN_PASSWORD, USER_PASSWORD};
-    for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
-        leaked |= harness_file_contains(s->backend_log, secrets[i]) ||
-                  harness_file_contains(s->gateway_log, secrets[i]);
 
-    if (!WIFEXITED(gw) || WEXITSTATUS(gw) != 0 || !WIFEXITED(be) ||
-        WEXITSTATUS(be) != 0 || leaked) {
-        fprintf(stderr,
-                "unclean stop (gateway status %d, backend %d) or "
-                "a password in a log (%d); logs in %s\n",
-                gw, be, leaked, s->dir);
-        free(s);
-        return -1;
-    }
-    harness_rmtree(s->dir);
-    free(s);
-    return 0;
-}
-
-/* ---- requests ----------------------------------------------------------- */
-
-/* One request; extra may be NULL. Fails the test when no reply came. */
-static void request(struct stack *s, const char *method, const char *target,
-                    const char *extra, const char *body, struct http_reply *r)
-{
-    assert_int_equal(
-        harness_http(s->gateway_port, method, target, extra, body, r), 0);
-}
-
-/* Headers of a browser request: its cookie, and its CSRF token when
- * with_csrf is set, and the JSON content type. */
-static void browser_headers(const struct browser *b, int with_csrf, char *out,
-                            size_t len)
-{
-    snprintf(out, len, JSON_HEADER "Cookie: %s\r\n%s%s%s", b->cookie,
-             with_csrf ? "X-CSRF-Token: " : "", with_csrf ? b->csrf : "",
-             with_csrf ? "\r\n" : "");
-}
-
-static void key_headers(const char *key, char *out, size_t len)
-{
-    snprintf(out, len, JSON_HEADER "Authorization: Bearer %s\r\n", key);
-}
-
-/* The string at body.a(.b), or "" when absent. Copies into out. */
-static const char *json_text(const char *body, const char *a, const char *b,
-                             char *out, size_t len)
-{
-    cJSON *root = cJSON_Parse(body);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, a);
-
-    if (b != NULL)
-        v = cJSON_GetObjectItemCaseSensitive(v, b);
-    snprintf(out, len, "%s", cJSON_IsString(v) ? v->valuestring : "");
-    cJSON_Delete(root);
-    return out;
-}
-
-static double json_number(const char *body, const char *a, const char *b)
-{
-    cJSON *root = cJSON_Parse(body);
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, a);
-    double value;
-
-    if (b != NULL)
-        v = cJSON_GetObjectItemCaseSensitive(v, b);
-    value = cJSON_IsNumber(v) ? v->valuedouble : -1;
-    cJSON_Delete(root);
-    return value;
-}
-
-static void assert_error(const struct http_reply *r, int status,
-                         const char *code)
-{
-    char text[128];
-
-    if (r->status != status)
-        fail_msg("expected %d %s, got %d: %s", status, code, r->status,
-                 r->body);
-    assert_string_equal(json_text(r->body, "error", "code", text, sizeof(text)),
-                        code);
-}
-
-/* Sign in; returns the status, and fills *b on 200. */
-static int signin(struct stack *s, const char *email, const char *password,
-                  struct browser *b)
-{
-    struct http_reply r;
-    char body[512];
-    int status;
-
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}",
-             email, password);
-    request(s, "POST", "/api/v1/auth/signin", JSON_HEADER, body, &r);
-    status = r.status;
-    if (status == 200 && b != NULL) {
-        assert_int_equal(harness_header(&r, "Set-Cookie", b->set_cookie,
-                                        sizeof(b->set_cookie)),
-                         0);
-        char *end = strchr(b->set_cookie, ';');
-        assert_non_null(end);
-        snprintf(b->cookie, sizeof(b->cookie), "%.*s",
-                 (int)(end - b->set_cookie), b->set_cookie);
-        json_text(r.body, "csrf", NULL, b->csrf, sizeof(b->csrf));
-        assert_int_equal(strlen(b->csrf), 64);
-    }
-    harness_http_free(&r);
-    return status;
-}
-
-/* Create USER_EMAIL as the admin and sign it in; returns its id. */
-static int64_t create_user(struct stack *s, const struct browser *admin,
-                           struct browser *user)
-{
-    struct http_reply r;
-    char headers[512];
-    int64_t id;
-
-    browser_headers(admin, 1, headers, sizeof(headers));
-    request(s, "POST", "/api/v1/admin/accounts", headers,
-            "{\"email\":\"" USER_EMAIL "\",\"password\":\"" USER_PASSWORD "\"}",
-            &r);
-    assert_int_equal(r.status, 201);
-    id = (int64_t)json_number(r.body, "id", NULL);
-    assert_true(id > 1);
-    harness_http_free(&r);
-    assert_int_equal(signin(s, USER_EMAIL, USER_PASSWORD, user), 200);
-    return id;
+    return stack_stop(*state, secrets, sizeof(secrets) / sizeof(secrets[0]));
 }
 
 /* Create an API key named name; returns its id and the key in key. */
@@ -324,7 +54,7 @@ static int64_t create_key(struct stack *s, const struct browser *b,
 
     browser_headers(b, 1, headers, sizeof(headers));
     snprintf(body, sizeof(body), "{\"name\":\"%s\"}", name);
-    request(s, "POST", "/api/v1/apikeys", headers, body, &r);
+    stack_request(s, "POST", "/api/v1/apikeys", headers, body, &r);
     assert_int_equal(r.status, 201);
     json_text(r.body, "key", NULL, key, len);
     json_text(r.body, "prefix", NULL, prefix, sizeof(prefix));
@@ -334,19 +64,6 @@ static int64_t create_key(struct stack *s, const struct browser *b,
     assert_int_equal(strlen(key), 46);
     assert_int_equal(strncmp(key, prefix, strlen(prefix)), 0);
     return id;
-}
-
-/* Run sql on the stack's database, as an operator with sqlite3 would. */
-static void database_exec(struct stack *s, const char *sql)
-{
-    char path[PATH_MAX + 32];
-    sqlite3 *db;
-
-    snprintf(path, sizeof(path), "%s/trainyard.db", s->data);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    assert_int_equal(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(db);
 }
 
 /* ---- tests ----------------------------------------------------------------
@@ -359,7 +76,7 @@ static void signin_sets_cookie_and_me(void **state)
     struct http_reply r;
     char headers[512], text[128];
 
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
     assert_non_null(strstr(b.set_cookie, "; HttpOnly"));
     assert_non_null(strstr(b.set_cookie, "; SameSite=Strict"));
     assert_non_null(strstr(b.set_cookie, "; Path=/"));
@@ -368,7 +85,7 @@ static void signin_sets_cookie_and_me(void **state)
     assert_int_equal(strlen(b.cookie), strlen("ty_session=") + 64);
 
     browser_headers(&b, 0, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/me", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", headers, NULL, &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(
         json_text(r.body, "account", "email", text, sizeof(text)), ADMIN_EMAIL);
@@ -389,12 +106,13 @@ static void signin_failures_look_alike(void **state)
     struct http_reply wrong, unknown;
     char text[128];
 
-    request(s, "POST", "/api/v1/auth/signin", JSON_HEADER,
-            "{\"email\":\"" ADMIN_EMAIL "\",\"password\":\"not-it-123\"}",
-            &wrong);
-    request(s, "POST", "/api/v1/auth/signin", JSON_HEADER,
-            "{\"email\":\"nobody@example.com\",\"password\":\"not-it-123\"}",
-            &unknown);
+    stack_request(s, "POST", "/api/v1/auth/signin", STACK_JSON_HEADER,
+                  "{\"email\":\"" ADMIN_EMAIL "\",\"password\":\"not-it-123\"}",
+                  &wrong);
+    stack_request(
+        s, "POST", "/api/v1/auth/signin", STACK_JSON_HEADER,
+        "{\"email\":\"nobody@example.com\",\"password\":\"not-it-123\"}",
+        &unknown);
     assert_error(&wrong, 401, "unauthorized");
     assert_error(&unknown, 401, "unauthorized");
     assert_string_equal(
@@ -407,7 +125,8 @@ static void signin_failures_look_alike(void **state)
     harness_http_free(&unknown);
 
     /* Emails compare without case. */
-    assert_int_equal(signin(s, "ADMIN@Example.com", ADMIN_PASSWORD, NULL), 200);
+    assert_int_equal(stack_signin(s, "ADMIN@Example.com", ADMIN_PASSWORD, NULL),
+                     200);
 }
 
 static void signin_rate_limited(void **state)
@@ -417,11 +136,12 @@ static void signin_rate_limited(void **state)
     char retry[32];
 
     for (int i = 0; i < 10; i++)
-        assert_int_equal(signin(s, ADMIN_EMAIL, "wrong-password", NULL), 401);
-    request(s, "POST", "/api/v1/auth/signin", JSON_HEADER,
-            "{\"email\":\"" ADMIN_EMAIL "\",\"password\":\"" ADMIN_PASSWORD
-            "\"}",
-            &r);
+        assert_int_equal(stack_signin(s, ADMIN_EMAIL, "wrong-password", NULL),
+                         401);
+    stack_request(s, "POST", "/api/v1/auth/signin", STACK_JSON_HEADER,
+                  "{\"email\":\"" ADMIN_EMAIL
+                  "\",\"password\":\"" ADMIN_PASSWORD "\"}",
+                  &r);
     /* Even the right password waits once the limit is reached. */
     assert_error(&r, 429, "rate_limited");
     assert_int_equal(harness_header(&r, "Retry-After", retry, sizeof(retry)),
@@ -438,33 +158,35 @@ static void missing_or_forged_cookie_401(void **state)
     struct http_reply r;
     char value[256];
 
-    request(s, "GET", "/api/v1/me", NULL, NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", NULL, NULL, &r);
     assert_error(&r, 401, "unauthorized");
     harness_http_free(&r);
 
     /* A well-formed token that no session has; the cookie is cleared. */
-    request(s, "GET", "/api/v1/me",
-            "Cookie: ty_session=00112233445566778899aabbccddeeff"
-            "00112233445566778899aabbccddeeff\r\n",
-            NULL, &r);
+    stack_request(s, "GET", "/api/v1/me",
+                  "Cookie: ty_session=00112233445566778899aabbccddeeff"
+                  "00112233445566778899aabbccddeeff\r\n",
+                  NULL, &r);
     assert_error(&r, 401, "unauthorized");
     assert_int_equal(harness_header(&r, "Set-Cookie", value, sizeof(value)), 0);
     assert_non_null(strstr(value, "Max-Age=0"));
     harness_http_free(&r);
 
-    request(s, "GET", "/api/v1/me", "Cookie: ty_session=../../etc\r\n", NULL,
-            &r);
+    stack_request(s, "GET", "/api/v1/me", "Cookie: ty_session=../../etc\r\n",
+                  NULL, &r);
     assert_error(&r, 401, "unauthorized");
     harness_http_free(&r);
 
-    request(s, "GET", "/api/v1/apikeys",
-            "Authorization: Bearer ty_forgedforgedforgedforgedforgedforged"
-            "1234\r\n",
-            NULL, &r);
+    stack_request(
+        s, "GET", "/api/v1/apikeys",
+        "Authorization: Bearer ty_forgedforgedforgedforgedforgedforged"
+        "1234\r\n",
+        NULL, &r);
     assert_error(&r, 401, "unauthorized");
     harness_http_free(&r);
 
-    request(s, "GET", "/api/v1/me", "Authorization: Basic YTpi\r\n", NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", "Authorization: Basic YTpi\r\n", NULL,
+                  &r);
     assert_error(&r, 401, "unauthorized");
     harness_http_free(&r);
 }
@@ -476,39 +198,43 @@ static void csrf_required_with_cookie(void **state)
     struct http_reply r;
     char headers[512];
 
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
 
     browser_headers(&b, 0, headers, sizeof(headers));
-    request(s, "POST", "/api/v1/apikeys", headers, "{\"name\":\"x\"}", &r);
+    stack_request(s, "POST", "/api/v1/apikeys", headers, "{\"name\":\"x\"}",
+                  &r);
     assert_error(&r, 403, "csrf_failed");
     harness_http_free(&r);
 
     forged = b;
     forged.csrf[0] = forged.csrf[0] == 'a' ? 'b' : 'a';
     browser_headers(&forged, 1, headers, sizeof(headers));
-    request(s, "POST", "/api/v1/apikeys", headers, "{\"name\":\"x\"}", &r);
+    stack_request(s, "POST", "/api/v1/apikeys", headers, "{\"name\":\"x\"}",
+                  &r);
     assert_error(&r, 403, "csrf_failed");
     harness_http_free(&r);
 
     browser_headers(&b, 0, headers, sizeof(headers));
-    request(s, "DELETE", "/api/v1/apikeys/1", headers, NULL, &r);
+    stack_request(s, "DELETE", "/api/v1/apikeys/1", headers, NULL, &r);
     assert_error(&r, 403, "csrf_failed");
     harness_http_free(&r);
-    request(s, "POST", "/api/v1/auth/signout", headers, NULL, &r);
+    stack_request(s, "POST", "/api/v1/auth/signout", headers, NULL, &r);
     assert_error(&r, 403, "csrf_failed");
     harness_http_free(&r);
 
     /* The token of another session does not do either. */
     struct browser other;
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &other), 200);
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &other), 200);
     snprintf(forged.csrf, sizeof(forged.csrf), "%s", other.csrf);
     browser_headers(&forged, 1, headers, sizeof(headers));
-    request(s, "POST", "/api/v1/apikeys", headers, "{\"name\":\"x\"}", &r);
+    stack_request(s, "POST", "/api/v1/apikeys", headers, "{\"name\":\"x\"}",
+                  &r);
     assert_error(&r, 403, "csrf_failed");
     harness_http_free(&r);
 
     browser_headers(&b, 1, headers, sizeof(headers));
-    request(s, "POST", "/api/v1/apikeys", headers, "{\"name\":\"x\"}", &r);
+    stack_request(s, "POST", "/api/v1/apikeys", headers, "{\"name\":\"x\"}",
+                  &r);
     assert_int_equal(r.status, 201);
     harness_http_free(&r);
 }
@@ -521,11 +247,11 @@ static void apikey_create_use_revoke(void **state)
     char key[64], headers[512], path[64], text[128];
     int64_t id;
 
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
     id = create_key(s, &b, "nightly", key, sizeof(key));
 
     key_headers(key, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/me", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", headers, NULL, &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(json_text(r.body, "auth", NULL, text, sizeof(text)),
                         "api_key");
@@ -534,12 +260,13 @@ static void apikey_create_use_revoke(void **state)
     harness_http_free(&r);
 
     /* API keys need no CSRF token. */
-    request(s, "POST", "/api/v1/apikeys", headers, "{\"name\":\"second\"}", &r);
+    stack_request(s, "POST", "/api/v1/apikeys", headers,
+                  "{\"name\":\"second\"}", &r);
     assert_int_equal(r.status, 201);
     harness_http_free(&r);
 
     /* The list never shows a key again. */
-    request(s, "GET", "/api/v1/apikeys", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/apikeys", headers, NULL, &r);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "\"name\":\"nightly\""));
     assert_null(strstr(r.body, key));
@@ -547,16 +274,16 @@ static void apikey_create_use_revoke(void **state)
     harness_http_free(&r);
 
     snprintf(path, sizeof(path), "/api/v1/apikeys/%lld", (long long)id);
-    request(s, "DELETE", path, headers, NULL, &r);
+    stack_request(s, "DELETE", path, headers, NULL, &r);
     assert_int_equal(r.status, 204);
     harness_http_free(&r);
 
-    request(s, "GET", "/api/v1/me", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", headers, NULL, &r);
     assert_error(&r, 401, "unauthorized");
     harness_http_free(&r);
 
     browser_headers(&b, 0, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/apikeys", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/apikeys", headers, NULL, &r);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "\"revoked_at\":1"));
     harness_http_free(&r);
@@ -570,8 +297,8 @@ static void other_accounts_key_not_found(void **state)
     char user_key[64], admin_key[64], headers[512], path[64];
     int64_t user_key_id;
 
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &admin), 200);
-    create_user(s, &admin, &user);
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &admin), 200);
+    stack_create_user(s, &admin, USER_EMAIL, USER_PASSWORD, &user);
     user_key_id =
         create_key(s, &user, "user-script", user_key, sizeof(user_key));
     create_key(s, &admin, "admin-script", admin_key, sizeof(admin_key));
@@ -580,22 +307,22 @@ static void other_accounts_key_not_found(void **state)
     snprintf(path, sizeof(path), "/api/v1/apikeys/%lld",
              (long long)user_key_id);
     browser_headers(&admin, 1, headers, sizeof(headers));
-    request(s, "DELETE", path, headers, NULL, &r);
+    stack_request(s, "DELETE", path, headers, NULL, &r);
     assert_error(&r, 404, "not_found");
     harness_http_free(&r);
     key_headers(admin_key, headers, sizeof(headers));
-    request(s, "DELETE", path, headers, NULL, &r);
+    stack_request(s, "DELETE", path, headers, NULL, &r);
     assert_error(&r, 404, "not_found");
     harness_http_free(&r);
 
     /* A key id that does not exist reads the same. */
-    request(s, "DELETE", "/api/v1/apikeys/999999", headers, NULL, &r);
+    stack_request(s, "DELETE", "/api/v1/apikeys/999999", headers, NULL, &r);
     assert_error(&r, 404, "not_found");
     harness_http_free(&r);
 
     /* The user's key still works, and each list has its own keys only. */
     key_headers(user_key, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/apikeys", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/apikeys", headers, NULL, &r);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, "user-script"));
     assert_null(strstr(r.body, "admin-script"));
@@ -610,54 +337,56 @@ static void admin_endpoints_refuse_user(void **state)
     char headers[512], path[96], key[64], text[64];
     int64_t user_id;
 
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &admin), 200);
-    user_id = create_user(s, &admin, &user);
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &admin), 200);
+    user_id = stack_create_user(s, &admin, USER_EMAIL, USER_PASSWORD, &user);
     snprintf(path, sizeof(path), "/api/v1/admin/accounts/%lld/plan",
              (long long)user_id);
 
     browser_headers(&user, 1, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/admin/accounts", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/admin/accounts", headers, NULL, &r);
     assert_error(&r, 403, "forbidden");
     harness_http_free(&r);
-    request(s, "POST", "/api/v1/admin/accounts", headers,
-            "{\"email\":\"x@example.com\",\"password\":\"long-enough\"}", &r);
+    stack_request(s, "POST", "/api/v1/admin/accounts", headers,
+                  "{\"email\":\"x@example.com\",\"password\":\"long-enough\"}",
+                  &r);
     assert_error(&r, 403, "forbidden");
     harness_http_free(&r);
-    request(s, "POST", path, headers, "{\"plan\":\"pro\"}", &r);
+    stack_request(s, "POST", path, headers, "{\"plan\":\"pro\"}", &r);
     assert_error(&r, 403, "forbidden");
     harness_http_free(&r);
 
     create_key(s, &user, "user-script", key, sizeof(key));
     key_headers(key, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/admin/accounts", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/admin/accounts", headers, NULL, &r);
     assert_error(&r, 403, "forbidden");
     harness_http_free(&r);
 
     /* The admin can do all three. */
     browser_headers(&admin, 1, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/admin/accounts", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/admin/accounts", headers, NULL, &r);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(r.body, USER_EMAIL));
     assert_non_null(strstr(r.body, ADMIN_EMAIL));
     assert_null(strstr(r.body, "argon2"));
     harness_http_free(&r);
-    request(s, "POST", path, headers, "{\"plan\":\"pro\"}", &r);
+    stack_request(s, "POST", path, headers, "{\"plan\":\"pro\"}", &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(json_text(r.body, "plan", NULL, text, sizeof(text)),
                         "pro");
     harness_http_free(&r);
-    request(s, "POST", "/api/v1/admin/accounts", headers,
-            "{\"email\":\"" USER_EMAIL "\",\"password\":\"long-enough\"}", &r);
+    stack_request(s, "POST", "/api/v1/admin/accounts", headers,
+                  "{\"email\":\"" USER_EMAIL "\",\"password\":\"long-enough\"}",
+                  &r);
     assert_error(&r, 409, "conflict");
     harness_http_free(&r);
-    request(s, "POST", "/api/v1/admin/accounts/999999/plan", headers,
-            "{\"plan\":\"pro\"}", &r);
+    stack_request(s, "POST", "/api/v1/admin/accounts/999999/plan", headers,
+                  "{\"plan\":\"pro\"}", &r);
     assert_error(&r, 404, "not_found");
     harness_http_free(&r);
 
     /* The user sees the new plan at once. */
     key_headers(key, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/me", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", headers, NULL, &r);
     assert_int_equal(r.status, 200);
     assert_string_equal(
         json_text(r.body, "account", "plan", text, sizeof(text)), "pro");
@@ -702,10 +431,10 @@ static void malformed_bodies_rejected(void **state)
     struct http_reply r;
     char headers[512], message[256];
 
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
     browser_headers(&b, 1, headers, sizeof(headers));
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        request(s, "POST", cases[i].target, headers, cases[i].body, &r);
+        stack_request(s, "POST", cases[i].target, headers, cases[i].body, &r);
         if (r.status != 400 || strstr(r.body, cases[i].code) == NULL ||
             strstr(
                 json_text(r.body, "error", "message", message, sizeof(message)),
@@ -717,11 +446,12 @@ static void malformed_bodies_rejected(void **state)
     }
 
     /* An empty body, and a body that is not declared as JSON. */
-    request(s, "POST", "/api/v1/apikeys", headers, "", &r);
+    stack_request(s, "POST", "/api/v1/apikeys", headers, "", &r);
     assert_error(&r, 400, "invalid_json");
     harness_http_free(&r);
-    request(s, "POST", "/api/v1/auth/signin", "Content-Type: text/plain\r\n",
-            "{\"email\":\"a@b.c\",\"password\":\"x\"}", &r);
+    stack_request(s, "POST", "/api/v1/auth/signin",
+                  "Content-Type: text/plain\r\n",
+                  "{\"email\":\"a@b.c\",\"password\":\"x\"}", &r);
     assert_error(&r, 415, "unsupported_media_type");
     harness_http_free(&r);
 }
@@ -740,20 +470,21 @@ static void oversized_body_413(void **state)
     body[size - 1] = '}';
     body[size] = '\0';
 
-    request(s, "POST", "/api/v1/auth/signin", JSON_HEADER, body, &r);
+    stack_request(s, "POST", "/api/v1/auth/signin", STACK_JSON_HEADER, body,
+                  &r);
     assert_error(&r, 413, "payload_too_large");
     harness_http_free(&r);
 
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
     browser_headers(&b, 1, headers, sizeof(headers));
-    request(s, "POST", "/api/v1/apikeys", headers, body, &r);
+    stack_request(s, "POST", "/api/v1/apikeys", headers, body, &r);
     assert_error(&r, 413, "payload_too_large");
     harness_http_free(&r);
 
     /* Exactly at the limit, the body is read and parsed. */
     body[64 * 1024 - 1] = '}';
     body[64 * 1024] = '\0';
-    request(s, "POST", "/api/v1/apikeys", headers, body, &r);
+    stack_request(s, "POST", "/api/v1/apikeys", headers, body, &r);
     assert_error(&r, 400, "invalid_request");
     harness_http_free(&r);
     free(body);
@@ -766,14 +497,14 @@ static void signout_ends_session(void **state)
     struct http_reply r;
     char headers[512], value[256];
 
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
     browser_headers(&b, 0, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/me", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", headers, NULL, &r);
     assert_int_equal(r.status, 200);
     harness_http_free(&r);
 
     browser_headers(&b, 1, headers, sizeof(headers));
-    request(s, "POST", "/api/v1/auth/signout", headers, NULL, &r);
+    stack_request(s, "POST", "/api/v1/auth/signout", headers, NULL, &r);
     assert_int_equal(r.status, 204);
     assert_int_equal(harness_header(&r, "Set-Cookie", value, sizeof(value)), 0);
     assert_non_null(strstr(value, "ty_session=;"));
@@ -781,7 +512,7 @@ static void signout_ends_session(void **state)
     harness_http_free(&r);
 
     /* At once, although /me was cached a moment ago. */
-    request(s, "GET", "/api/v1/me", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", headers, NULL, &r);
     assert_error(&r, 401, "unauthorized");
     harness_http_free(&r);
 }
@@ -794,26 +525,26 @@ static void expired_sessions_rejected(void **state)
     char headers[512];
 
     /* Past the absolute limit. */
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &old), 200);
-    database_exec(s, "UPDATE web_sessions SET expires_at = 1");
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &old), 200);
+    stack_database_exec(s, "UPDATE web_sessions SET expires_at = 1");
     browser_headers(&old, 0, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/me", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", headers, NULL, &r);
     assert_error(&r, 401, "session_expired");
     assert_non_null(strstr(r.body, "30 days"));
     harness_http_free(&r);
 
     /* Unused for more than 7 days. */
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &idle), 200);
-    database_exec(s, "UPDATE web_sessions SET last_seen_at = "
-                     "last_seen_at - 8 * 86400000");
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &idle), 200);
+    stack_database_exec(s, "UPDATE web_sessions SET last_seen_at = "
+                           "last_seen_at - 8 * 86400000");
     browser_headers(&idle, 0, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/me", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", headers, NULL, &r);
     assert_error(&r, 401, "session_expired");
     assert_non_null(strstr(r.body, "7 days"));
     harness_http_free(&r);
 
     /* Expired sessions are deleted. */
-    request(s, "GET", "/api/v1/me", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", headers, NULL, &r);
     assert_error(&r, 401, "unauthorized");
     harness_http_free(&r);
 }
@@ -826,18 +557,19 @@ static void session_survives_gateway_restart(void **state)
     char headers[512];
     int status;
 
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
     status = harness_stop(s->gateway, SIGTERM, 10000);
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 0);
     s->gateway = 0;
-    start_gateway(s, NULL);
+    stack_start_gateway(s, NULL);
 
     browser_headers(&b, 1, headers, sizeof(headers));
-    request(s, "GET", "/api/v1/me", headers, NULL, &r);
+    stack_request(s, "GET", "/api/v1/me", headers, NULL, &r);
     assert_int_equal(r.status, 200);
     harness_http_free(&r);
-    request(s, "POST", "/api/v1/apikeys", headers, "{\"name\":\"after\"}", &r);
+    stack_request(s, "POST", "/api/v1/apikeys", headers, "{\"name\":\"after\"}",
+                  &r);
     assert_int_equal(r.status, 201);
     harness_http_free(&r);
 }
@@ -851,8 +583,8 @@ static void secure_cookies_option(void **state)
     status = harness_stop(s->gateway, SIGTERM, 10000);
     assert_true(WIFEXITED(status));
     s->gateway = 0;
-    start_gateway(s, "--secure-cookies");
-    assert_int_equal(signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
+    stack_start_gateway(s, "--secure-cookies");
+    assert_int_equal(stack_signin(s, ADMIN_EMAIL, ADMIN_PASSWORD, &b), 200);
     assert_non_null(strstr(b.set_cookie, "; Secure"));
     assert_non_null(strstr(b.set_cookie, "; HttpOnly"));
     assert_non_null(strstr(b.set_cookie, "; SameSite=Strict"));
@@ -866,23 +598,24 @@ static void create_admin_command(void **state)
     snprintf(log, sizeof(log), "%s/cli.log", s->dir);
 
     /* From standard input, with a CRLF line end. */
+    assert_int_equal(stack_create_admin(s, "second@example.com",
+                                        "stdin-pass-5512\r\n", NULL, log),
+                     0);
     assert_int_equal(
-        create_admin(s, "second@example.com", "stdin-pass-5512\r\n", NULL, log),
-        0);
-    assert_int_equal(signin(s, "second@example.com", "stdin-pass-5512", NULL),
-                     200);
+        stack_signin(s, "second@example.com", "stdin-pass-5512", NULL), 200);
 
-    assert_int_equal(
-        create_admin(s, "Second@Example.com", "stdin-pass-5512\n", NULL, log),
-        1);
-    assert_true(harness_file_contains(log, "already exists"));
-    assert_int_equal(create_admin(s, "third@example.com", "short\n", NULL, log),
+    assert_int_equal(stack_create_admin(s, "Second@Example.com",
+                                        "stdin-pass-5512\n", NULL, log),
                      1);
+    assert_true(harness_file_contains(log, "already exists"));
+    assert_int_equal(
+        stack_create_admin(s, "third@example.com", "short\n", NULL, log), 1);
     assert_true(harness_file_contains(log, "at least 8"));
-    assert_int_equal(create_admin(s, "fourth@example.com", "", NULL, log), 1);
+    assert_int_equal(stack_create_admin(s, "fourth@example.com", "", NULL, log),
+                     1);
     assert_true(harness_file_contains(log, "no password"));
     assert_int_equal(
-        create_admin(s, "not-an-email", "long-enough\n", NULL, log), 1);
+        stack_create_admin(s, "not-an-email", "long-enough\n", NULL, log), 1);
     assert_false(harness_file_contains(log, "stdin-pass-5512"));
     assert_false(harness_file_contains(log, "long-enough"));
 
@@ -904,13 +637,13 @@ static void wrong_method_lists_allowed(void **state)
     struct http_reply r;
     char allow[64];
 
-    request(s, "PUT", "/api/v1/apikeys", NULL, NULL, &r);
+    stack_request(s, "PUT", "/api/v1/apikeys", NULL, NULL, &r);
     assert_error(&r, 405, "method_not_allowed");
     assert_int_equal(harness_header(&r, "Allow", allow, sizeof(allow)), 0);
     assert_string_equal(allow, "GET, POST");
     harness_http_free(&r);
 
-    request(s, "DELETE", "/api/v1/apikeys/abc", NULL, NULL, &r);
+    stack_request(s, "DELETE", "/api/v1/apikeys/abc", NULL, NULL, &r);
     assert_error(&r, 404, "not_found");
     harness_http_free(&r);
 }
