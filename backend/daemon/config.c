@@ -15,13 +15,15 @@
 void config_defaults(struct config *c)
 {
     const char *data = getenv("TRAINYARD_DATA");
+    const char *train = getenv("TRAINYARD_TRAIN");
 
     memset(c, 0, sizeof(*c));
     snprintf(c->listen_host, sizeof(c->listen_host), "127.0.0.1");
     c->listen_port = 8081;
     snprintf(c->data_dir, sizeof(c->data_dir), "%s",
              data && data[0] ? data : "var");
-    snprintf(c->train_program, sizeof(c->train_program), "build/bin/train");
+    snprintf(c->train_program, sizeof(c->train_program), "%s",
+             train && train[0] ? train : "build/bin/train");
     c->heartbeat_timeout_s = 120;
     c->stop_timeout_s = 30;
     snprintf(c->payment_provider, sizeof(c->payment_provider), "test");
@@ -298,7 +300,8 @@ void config_print_help(FILE *out)
             "  unix_socket: \"\"            also listen on this Unix "
             "socket\n"
             "  data: var                  data folder ($TRAINYARD_DATA)\n"
-            "  train: build/bin/train     the training program\n"
+            "  train: build/bin/train     the training program "
+            "($TRAINYARD_TRAIN)\n"
             "  heartbeat_timeout_s: 120   stop a trainer silent this "
             "long\n"
             "  stop_timeout_s: 30         SIGKILL a stopping trainer after "

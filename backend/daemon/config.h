@@ -4,7 +4,7 @@
  *   listen: 127.0.0.1:8081      # address for gateways (port 0: any free)
  *   unix_socket: ""             # also listen on this Unix socket path
  *   data: var                   # data folder: database, data sets, runs
- *   train: build/bin/train      # the training program
+ *   train: build/bin/train      # the training program ($TRAINYARD_TRAIN)
  *   heartbeat_timeout_s: 120    # a silent trainer is stopped after this
  *   stop_timeout_s: 30          # SIGTERM, then SIGKILL after this
  *   payment_provider: test      # test (test cards) or operator (credits)

@@ -479,7 +479,8 @@ static int pay_now(struct op_call *call, int64_t price, struct error *err)
         return error_set(err, -EINVAL,
                          "pay now is off on this installation; pay from the "
                          "balance");
-    snprintf(full_key, sizeof(full_key), "paynow:%.150s", key);
+    snprintf(full_key, sizeof(full_key), "paynow:%lld:%.150s",
+             (long long)call->account_id, key);
     return payments_topup(&call->be->store, provider, call->account_id, price,
                           card, full_key, err);
 }

@@ -1,0 +1,410 @@
+/*
+ * Training through the REST API, end to end: the real backend, gateway
+ * and train program on 127.0.0.1, a tiny generated data set, and the
+ * product's rules as a user meets them: the Pro plan, the $5.00 start
+ * rule, one model at a time, epoch charges that equal the ledger and
+ * the report, stop and resume, progress replay, and other accounts'
+ * models answered as not found.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/image.h"
+#include "fsutil.h"
+#include "stack.h"
+
+#define ADMIN "admin@example.test"
+#define ADMIN_PASSWORD "admin password 1"
+#define CLASSES 3
+#define PER_CLASS 12
+
+struct world {
+    struct stack *s;
+    struct browser admin, user, other;
+    int64_t user_id, other_id;
+};
+
+static struct world w;
+
+/* Images whose pattern depends on the class, 16x16 RGB. */
+static void write_dataset(const char *root)
+{
+    static const char *const splits[] = {"train", "val"};
+    struct error err = {0};
+    unsigned char px[16 * 16 * 3];
+    char dir[PATH_MAX + 64], path[PATH_MAX + 96];
+
+    for (int s = 0; s < 2; s++) {
+        for (int c = 0; c < CLASSES; c++) {
+            snprintf(dir, sizeof(dir), "%s/%s/class%d", root, splits[s], c);
+            assert_int_equal(fs_mkdir_p(dir, 0755, &err), 0);
+            for (int i = 0; i < (s == 0 ? PER_CLASS : 4); i++) {
+                for (int p = 0; p < 16 * 16; p++) {
+                    int v = c == 0 ? (p % 16) * 16 : c == 1 ? (p / 16) * 16
+                                                            : 128;
+                    for (int ch = 0; ch < 3; ch++)
+                        px[p * 3 + ch] = (unsigned char)(v + i + ch);
+                }
+                snprintf(path, sizeof(path), "%s/%d.png", dir, i);
+                assert_int_equal(
+                    image_write_png(path, px, 16, 16, 3, 8, &err), 0);
+            }
+        }
+    }
+}
+
+static int setup(void **state)
+{
+    char train[PATH_MAX], root[PATH_MAX + 32];
+
+    (void)state;
+    /* The backend runs the sanitizer build of train from the tree. */
+    harness_program("train", train, sizeof(train));
+    setenv("TRAINYARD_TRAIN", train, 1);
+    setenv("TRAINYARD_PWHASH", "fast", 1);
+
+    w.s = stack_start(ADMIN, ADMIN_PASSWORD);
+    assert_int_equal(stack_signin(w.s, ADMIN, ADMIN_PASSWORD, &w.admin),
+                     200);
+    w.user_id = stack_create_user(w.s, &w.admin, "user@example.test",
+                                  "user password 1", &w.user);
+    w.other_id = stack_create_user(w.s, &w.admin, "other@example.test",
+                                   "other password 1", &w.other);
+
+    snprintf(root, sizeof(root), "%s/datasets/tiny", w.s->data);
+    write_dataset(root);
+    stack_database_exec(w.s, "INSERT INTO datasets(account_id, name, task, "
+                             "path, images, created_at) VALUES (NULL, "
+                             "'tiny', 'classify', 'datasets/tiny', 48, 1)");
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return stack_stop(w.s, NULL, 0);
+}
+
+/* Send a request as b; with_csrf for state-changing ones. */
+static void call(struct browser *b, const char *method, const char *target,
+                 const char *body, struct http_reply *r)
+{
+    char headers[1024];
+
+    browser_headers(b, body != NULL || strcmp(method, "GET") != 0, headers,
+                    sizeof(headers));
+    if (body != NULL)
+        strncat(headers, STACK_JSON_HEADER,
+                sizeof(headers) - strlen(headers) - 1);
+    stack_request(w.s, method, target, headers, body, r);
+}
+
+static void expect_status(struct http_reply *r, int status)
+{
+    if (r->status != status)
+        fail_msg("expected HTTP %d, got %d: %s", status, r->status, r->body);
+}
+
+static void admin_post(const char *target, const char *body, int status)
+{
+    struct http_reply r;
+
+    call(&w.admin, "POST", target, body, &r);
+    expect_status(&r, status);
+    harness_http_free(&r);
+}
+
+static int64_t create_model(struct browser *b, const char *name)
+{
+    struct http_reply r;
+    char body[256];
+
+    snprintf(body, sizeof(body),
+             "{\"name\":\"%s\",\"dataset\":1,\"architecture\":"
+             "\"yolov8n-cls.yaml\",\"args\":{\"imgsz\":16,\"batch\":8}}",
+             name);
+    call(b, "POST", "/api/v1/models", body, &r);
+    expect_status(&r, 201);
+    int64_t id = (int64_t)json_number(r.body, "id", NULL);
+    harness_http_free(&r);
+    return id;
+}
+
+/* GET the model until its session reaches state (timeout in seconds). */
+static void wait_state(struct browser *b, int64_t model, const char *state,
+                       int timeout_s)
+{
+    char target[64], got[32] = "";
+
+    snprintf(target, sizeof(target), "/api/v1/models/%lld",
+             (long long)model);
+    for (int i = 0; i < timeout_s * 10; i++) {
+        struct http_reply r;
+        call(b, "GET", target, NULL, &r);
+        expect_status(&r, 200);
+        json_text(r.body, "session", "state", got, sizeof(got));
+        harness_http_free(&r);
+        if (strcmp(got, state) == 0)
+            return;
+        usleep(100 * 1000);
+    }
+    fail_msg("model %lld: state is '%s' after %d s, expected '%s'",
+             (long long)model, got, timeout_s, state);
+}
+
+static double balance(struct browser *b)
+{
+    struct http_reply r;
+
+    call(b, "GET", "/api/v1/balance", NULL, &r);
+    expect_status(&r, 200);
+    double v = json_number(r.body, "balance", NULL);
+    harness_http_free(&r);
+    return v;
+}
+
+static void start_epochs(struct browser *b, int64_t model, int epochs,
+                         struct http_reply *r)
+{
+    char target[64], body[128];
+
+    snprintf(target, sizeof(target), "/api/v1/models/%lld/train",
+             (long long)model);
+    snprintf(body, sizeof(body),
+             "{\"mode\":\"epochs\",\"epochs\":%d,\"instance_type\":\"cpu\"}",
+             epochs);
+    call(b, "POST", target, body, r);
+}
+
+static void free_plan_needs_pro(void **state)
+{
+    struct http_reply r;
+
+    (void)state;
+    int64_t model = create_model(&w.user, "first");
+    start_epochs(&w.user, model, 2, &r);
+    assert_error(&r, 403, "plan_required");
+    assert_non_null(strstr(r.body, "Pro"));
+    harness_http_free(&r);
+}
+
+static void start_needs_five_dollars(void **state)
+{
+    char target[96];
+    struct http_reply r;
+
+    (void)state;
+    snprintf(target, sizeof(target), "/api/v1/admin/accounts/%lld/plan",
+             (long long)w.user_id);
+    admin_post(target, "{\"plan\":\"pro\"}", 200);
+    snprintf(target, sizeof(target), "/api/v1/admin/accounts/%lld/credits",
+             (long long)w.user_id);
+    admin_post(target, "{\"amount\":4990000,\"description\":\"almost\"}",
+               201);
+
+    start_epochs(&w.user, 1, 2, &r);
+    assert_error(&r, 402, "insufficient_balance");
+    harness_http_free(&r);
+}
+
+static void epochs_charged_once_each(void **state)
+{
+    char target[96];
+    struct http_reply r;
+
+    (void)state;
+    snprintf(target, sizeof(target), "/api/v1/admin/accounts/%lld/credits",
+             (long long)w.user_id);
+    admin_post(target, "{\"amount\":5010000,\"description\":\"top\"}", 201);
+    assert_true(balance(&w.user) == 10000000);
+
+    start_epochs(&w.user, 1, 3, &r);
+    expect_status(&r, 202);
+    harness_http_free(&r);
+
+    /* A second model while the first trains names the first. */
+    int64_t second = create_model(&w.user, "second");
+    start_epochs(&w.user, second, 2, &r);
+    if (r.status != 409)
+        fail_msg("second start: expected 409, got %d: %s", r.status,
+                 r.body);
+    assert_non_null(strstr(r.body, "first"));
+    harness_http_free(&r);
+
+    wait_state(&w.user, 1, "completed", 120);
+
+    /* Three charge rows, whose sum is the balance's change. */
+    call(&w.user, "GET", "/api/v1/ledger", NULL, &r);
+    expect_status(&r, 200);
+    int charges = 0;
+    for (const char *p = r.body; (p = strstr(p, "\"kind\":\"charge\""));
+         p++)
+        charges++;
+    assert_int_equal(charges, 3);
+    harness_http_free(&r);
+
+    call(&w.user, "GET", "/api/v1/models/1/billing.csv", NULL, &r);
+    expect_status(&r, 200);
+    const char *net = strstr(r.body, ",total,,,net,,,,");
+    assert_non_null(net);
+    double total = strtod(net + strlen(",total,,,net,,,,"), NULL);
+    double change = (balance(&w.user) - 10000000) / 1e6;
+    if (total > change + 5e-7 || total < change - 5e-7)
+        fail_msg("report net %.6f differs from the balance change %.6f",
+                 total, change);
+    harness_http_free(&r);
+}
+
+static void progress_replays_in_order(void **state)
+{
+    struct http_reply r;
+    int64_t expect = 1;
+    int epochs = 0, done = 0;
+
+    (void)state;
+    call(&w.user, "GET", "/api/v1/models/1/events?after=0", NULL, &r);
+    expect_status(&r, 200);
+    /* Sequence numbers run 1, 2, 3, ... with no gap. */
+    for (const char *p = r.body; (p = strstr(p, "\"seq\":")); p++) {
+        int64_t seq = strtoll(p + 6, NULL, 10);
+        if (seq != expect)
+            fail_msg("event seq %lld where %lld was expected", (long long)seq,
+                     (long long)expect);
+        expect++;
+    }
+    for (const char *p = r.body; (p = strstr(p, "\"kind\":\"epoch\"")); p++)
+        epochs++;
+    for (const char *p = r.body; (p = strstr(p, "\"kind\":\"done\"")); p++)
+        done++;
+    assert_int_equal(epochs, 3);
+    assert_int_equal(done, 1);
+    harness_http_free(&r);
+
+    /* after=N returns only the later ones. */
+    call(&w.user, "GET", "/api/v1/models/1/events?after=3", NULL, &r);
+    expect_status(&r, 200);
+    assert_null(strstr(r.body, "\"seq\":3,"));
+    assert_non_null(strstr(r.body, "\"seq\":4,"));
+    harness_http_free(&r);
+}
+
+static void other_accounts_model_not_found(void **state)
+{
+    static const char *const gets[] = {
+        "/api/v1/models/1", "/api/v1/models/1/events?after=0",
+        "/api/v1/models/1/billing.csv", "/api/v1/models/1/billing.pdf"};
+    static const char *const posts[] = {"/api/v1/models/1/train",
+                                        "/api/v1/models/1/stop",
+                                        "/api/v1/models/1/resume"};
+    struct http_reply r;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(gets) / sizeof(gets[0]); i++) {
+        call(&w.other, "GET", gets[i], NULL, &r);
+        assert_error(&r, 404, "not_found");
+        harness_http_free(&r);
+    }
+    for (size_t i = 0; i < sizeof(posts) / sizeof(posts[0]); i++) {
+        call(&w.other, "POST", posts[i], "{}", &r);
+        assert_error(&r, 404, "not_found");
+        harness_http_free(&r);
+    }
+    call(&w.other, "DELETE", "/api/v1/models/1", NULL, &r);
+    assert_error(&r, 404, "not_found");
+    harness_http_free(&r);
+}
+
+static void stop_then_resume(void **state)
+{
+    struct http_reply r;
+
+    (void)state;
+    /* Model 2 ("second") with many epochs, stopped once it trains. */
+    start_epochs(&w.user, 2, 200, &r);
+    expect_status(&r, 202);
+    harness_http_free(&r);
+    wait_state(&w.user, 2, "training", 60);
+
+    call(&w.user, "POST", "/api/v1/models/2/stop", "{}", &r);
+    expect_status(&r, 202);
+    harness_http_free(&r);
+    wait_state(&w.user, 2, "stopped", 60);
+
+    call(&w.user, "POST", "/api/v1/models/2/resume", "{}", &r);
+    expect_status(&r, 202);
+    harness_http_free(&r);
+    wait_state(&w.user, 2, "training", 60);
+
+    call(&w.user, "POST", "/api/v1/models/2/stop", "{}", &r);
+    expect_status(&r, 202);
+    harness_http_free(&r);
+    wait_state(&w.user, 2, "stopped", 60);
+
+    /* Deleting a stopped model works; its id is then not found. */
+    call(&w.user, "DELETE", "/api/v1/models/2", NULL, &r);
+    expect_status(&r, 200);
+    harness_http_free(&r);
+    call(&w.user, "GET", "/api/v1/models/2", NULL, &r);
+    assert_error(&r, 404, "not_found");
+    harness_http_free(&r);
+}
+
+static void bad_requests_rejected(void **state)
+{
+    static const struct {
+        const char *target, *body, *code;
+    } cases[] = {
+        {"/api/v1/models", "{\"name\":\"x\",\"dataset\":1,\"architecture\":"
+                           "\"../../etc/passwd\"}",
+         "invalid_request"},
+        {"/api/v1/models", "{\"name\":\"x\",\"dataset\":99,\"architecture\":"
+                           "\"yolov8n-cls.yaml\"}",
+         "not_found"},
+        {"/api/v1/models", "{\"name\":\"x\",\"dataset\":\"one\","
+                           "\"architecture\":\"yolov8n-cls.yaml\"}",
+         "invalid_request"},
+        {"/api/v1/models/1/train", "{\"mode\":\"forever\","
+                                   "\"instance_type\":\"cpu\"}",
+         "invalid_request"},
+        {"/api/v1/models/1/train", "{\"mode\":\"epochs\",\"epochs\":2,"
+                                   "\"instance_type\":\"tpu\"}",
+         "invalid_request"},
+    };
+    struct http_reply r;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        call(&w.user, "POST", cases[i].target, cases[i].body, &r);
+        if (r.status != 400 && r.status != 404)
+            fail_msg("case %zu: expected 400 or 404, got %d: %s", i,
+                     r.status, r.body);
+        if (strstr(r.body, cases[i].code) == NULL)
+            fail_msg("case %zu: expected code %s in %s", i, cases[i].code,
+                     r.body);
+        harness_http_free(&r);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(free_plan_needs_pro),
+        cmocka_unit_test(start_needs_five_dollars),
+        cmocka_unit_test(epochs_charged_once_each),
+        cmocka_unit_test(progress_replays_in_order),
+        cmocka_unit_test(other_accounts_model_not_found),
+        cmocka_unit_test(stop_then_resume),
+        cmocka_unit_test(bad_requests_rejected),
+    };
+    return cmocka_run_group_tests_name("training_api", tests, setup,
+                                       teardown);
+}
