@@ -2,7 +2,7 @@
  * REST endpoints for data sets, models and their training. Each forwards
  * to the backend op of the same meaning with the path's {id} as the
  * model; the backend checks that the model belongs to the account and
- * answers another account's model as not found.
+ * returns not_found for another account's model.
  */
 #include <civetweb.h>
 #include <stdlib.h>

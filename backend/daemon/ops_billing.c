@@ -2,7 +2,7 @@
  * Protocol ops for money: instance types and prices, the balance, the
  * ledger, top-ups through the configured payment provider, operator
  * credits, and billing reports. Every op acts for the envelope's account;
- * a report of another account's model is answered as not found.
+ * a report of another account's model gets a not_found error.
  *
  * Errors from the billing modules map to stable codes: -EINVAL
  * invalid_request, -ENOENT not_found, -EPERM forbidden, -EACCES

@@ -7,8 +7,8 @@
  * A model's architecture must be one of the shipped model files named by
  * their scale (yolov8n-cls.yaml ... yolov8x-cls.yaml), because the name
  * goes to the train program as model=, where a path would let a user make
- * it read any file. Another account's data set or model is answered as
- * not found.
+ * it read any file. Another account's data set or model gets a
+ * not_found error.
  *
  * "Pay now" for timed training charges the card for exactly the price as
  * a top-up and spends it at once from the balance, so the ledger shows
@@ -599,7 +599,7 @@ static int add_event(void *user, const struct sessions_event *ev)
 }
 
 /* Stored events after after_seq, oldest first, at most limit (default
- * and maximum 1000); `more` says whether others follow. */
+ * and maximum 1000); `more` is true when others follow. */
 static cJSON *op_progress_after(struct op_call *call)
 {
     struct error err = {0};
