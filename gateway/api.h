@@ -106,6 +106,7 @@ void api_models_create(struct api_request *req);
 void api_models_get(struct api_request *req);
 void api_models_delete(struct api_request *req);
 void api_training_start(struct api_request *req);
+void api_training_quote(struct api_request *req);
 void api_training_stop(struct api_request *req);
 void api_training_resume(struct api_request *req);
 void api_training_events(struct api_request *req);

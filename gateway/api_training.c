@@ -55,6 +55,13 @@ void api_training_start(struct api_request *req)
     api_forward(req, "training.start", model_args(req), 202);
 }
 
+/* Body: {"duration_ms", "instance_type"}: the exact price of timed
+ * training, before it starts. */
+void api_training_quote(struct api_request *req)
+{
+    api_forward(req, "training.quote", cJSON_Duplicate(req->body, 1), 200);
+}
+
 void api_training_stop(struct api_request *req)
 {
     api_forward(req, "training.stop", model_args(req), 202);

@@ -39,6 +39,7 @@ const struct route api_routes[] = {
      1},
     {"POST", "/api/v1/models/{id}/stop", api_training_stop, ROUTE_USER, 1,
      0},
+    {"POST", "/api/v1/quote", api_training_quote, ROUTE_USER, 1, 1},
     {"POST", "/api/v1/models/{id}/resume", api_training_resume, ROUTE_USER,
      1, 0},
     {"GET", "/api/v1/models/{id}/events", api_training_events, ROUTE_USER,

@@ -546,6 +546,34 @@ static cJSON *op_training_start(struct op_call *call)
     return result;
 }
 
+/* The exact price of timed training before it starts: duration_ms at the
+ * instance type's rate, as the start will charge it. */
+static cJSON *op_training_quote(struct op_call *call)
+{
+    int64_t duration = 0, rate = 0, type;
+    cJSON *result;
+
+    if (need_account(call) != 0 ||
+        require_int64(call, "duration_ms", &duration) != 0)
+        return NULL;
+    if (duration <= 0 || duration > (int64_t)1000 * 3600 * 1000)
+        return op_error(call, "invalid_request",
+                        "duration_ms must be between 1 and 3,600,000,000 "
+                        "(1,000 hours)");
+    type = instance_type_id(call, &rate);
+    if (type == 0)
+        return op_error(call, "invalid_request",
+                        "instance_type is missing or unknown; see "
+                        "instances.list");
+    result = cJSON_CreateObject();
+    cJSON_AddNumberToObject(result, "instance_type", (double)type);
+    cJSON_AddNumberToObject(result, "duration_ms", (double)duration);
+    cJSON_AddNumberToObject(result, "price_per_hour", (double)rate);
+    cJSON_AddNumberToObject(result, "price",
+                            (double)billing_timed_price(duration, rate));
+    return result;
+}
+
 static cJSON *op_training_stop(struct op_call *call)
 {
     struct error err = {0};
@@ -631,6 +659,7 @@ const struct proto_op proto_training_ops[] = {
     {"models.list", op_models_list},
     {"models.get", op_models_get},
     {"models.delete", op_models_delete},
+    {"training.quote", op_training_quote},
     {"training.start", op_training_start},
     {"training.stop", op_training_stop},
     {"training.resume", op_training_resume},

@@ -358,6 +358,25 @@ static void stop_then_resume(void **state)
     harness_http_free(&r);
 }
 
+static void timed_price_quoted_exactly(void **state)
+{
+    struct http_reply r;
+
+    (void)state;
+    /* 1 h 30 min at $0.50 per hour is exactly $0.75. */
+    call(&w.user, "POST", "/api/v1/quote",
+         "{\"duration_ms\":5400000,\"instance_type\":\"cpu\"}", &r);
+    expect_status(&r, 200);
+    assert_true(json_number(r.body, "price", NULL) == 750000);
+    assert_true(json_number(r.body, "price_per_hour", NULL) == 500000);
+    harness_http_free(&r);
+
+    call(&w.user, "POST", "/api/v1/quote",
+         "{\"duration_ms\":0,\"instance_type\":\"cpu\"}", &r);
+    assert_error(&r, 400, "invalid_request");
+    harness_http_free(&r);
+}
+
 static void bad_requests_rejected(void **state)
 {
     static const struct {
@@ -403,6 +422,7 @@ int main(void)
         cmocka_unit_test(progress_replays_in_order),
         cmocka_unit_test(other_accounts_model_not_found),
         cmocka_unit_test(stop_then_resume),
+        cmocka_unit_test(timed_price_quoted_exactly),
         cmocka_unit_test(bad_requests_rejected),
     };
     return cmocka_run_group_tests_name("training_api", tests, setup,
