@@ -18,6 +18,13 @@ export TRAINYARD_DATA=$data
 mkdir -p "$data"
 rm -f "$data/backend.port" "$data/gateway.port"
 
+# First start: an admin, a demo account and the sample data set. Later
+# starts print the same sign-in details again.
+credentials=$("$build/bin/backend" init-demo --data "$data") || {
+    echo "run: the first-start setup failed; see the message above"
+    exit 1
+}
+
 backend_pid=""
 gateway_pid=""
 stop() {
@@ -63,6 +70,7 @@ wait_ready "$gateway_pid" "$data/gateway.port" gateway
 
 echo
 echo "Trainyard is running at http://$host:$port/"
+echo "$credentials"
 echo "Data folder: $data. Press Ctrl-C to stop."
 echo
 

@@ -16,6 +16,7 @@
 #include <cjson/cJSON.h>
 
 #include "backend.h"
+#include "demo.h"
 #include "executor.h"
 #include "clock.h"
 #include "fsutil.h"
@@ -28,11 +29,17 @@ static void usage(FILE *out)
     fprintf(out,
             "Usage: backend [OPTION]...\n"
             "       backend create-admin EMAIL [--data DIR] [--config FILE]\n"
+            "       backend init-demo [--data DIR]\n"
             "Run the Trainyard backend: database, billing, training "
             "sessions.\n"
             "create-admin makes an admin account, reading its password "
             "from\n"
             "standard input or $TRAINYARD_ADMIN_PASSWORD, and exits.\n"
+            "init-demo makes, on a data folder without accounts, an admin "
+            "and a\n"
+            "demo account and the Fashion-MNIST sample, and prints their "
+            "sign-in\n"
+            "details (kept in DIR/credentials.txt, mode 0600).\n"
             "\n"
             "  --config FILE       read settings from FILE (format below)\n"
             "  --data DIR          data folder: database, data sets, runs\n"
@@ -205,6 +212,8 @@ int main(int argc, char **argv)
     /* Commands come before the daemon's options. */
     if (argc >= 2 && strcmp(argv[1], "create-admin") == 0)
         return admin_cli_create_admin(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "init-demo") == 0)
+        return demo_init(argc - 1, argv + 1);
 
     memset(&be, 0, sizeof(be));
     config_defaults(&be.config);
