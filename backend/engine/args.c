@@ -39,7 +39,8 @@ static const struct arg_spec specs[] = {
     INT(batch, "16", "images per batch"),
     INT(imgsz, "0", "image size in pixels (0: 224 classify, 640 detect)"),
     TEXT(device, "cpu", "cpu, or a CUDA device number such as 0"),
-    INT(workers, "8", "data loading threads"),
+    INT(workers, "8", "accepted for compatibility; images load on the "
+                      "compute threads"),
     INT(threads, "0", "CPU compute threads (0: all cores)"),
     TEXT(project, "runs", "folder for runs"),
     TEXT(name, "train", "run folder name under project"),

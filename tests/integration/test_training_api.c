@@ -15,7 +15,10 @@
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "engine/image.h"
@@ -377,6 +380,97 @@ static void timed_price_quoted_exactly(void **state)
     harness_http_free(&r);
 }
 
+/* GET the model's session field, as a number. */
+static double session_number(int64_t model, const char *field)
+{
+    char target[64];
+    struct http_reply r;
+
+    snprintf(target, sizeof(target), "/api/v1/models/%lld",
+             (long long)model);
+    call(&w.user, "GET", target, NULL, &r);
+    expect_status(&r, 200);
+    double v = json_number(r.body, "session", field);
+    harness_http_free(&r);
+    return v;
+}
+
+static int64_t mtime_ns(const char *path)
+{
+    struct stat st;
+
+    if (stat(path, &st) != 0)
+        return 0;
+    return (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+/* The backend is frozen while its trainer finishes an epoch, then killed:
+ * the epoch's event is never read, so it is neither stored nor charged.
+ * After a restart and a resume, every epoch is charged exactly once. */
+static void backend_killed_before_charge(void **state)
+{
+    char ckpt[PATH_MAX + 96], target[64], key[96];
+    struct http_reply r;
+    int status;
+
+    (void)state;
+    int64_t model = create_model(&w.user, "crash");
+    start_epochs(&w.user, model, 6, &r);
+    expect_status(&r, 202);
+    int64_t session = (int64_t)json_number(r.body, "session", NULL);
+    harness_http_free(&r);
+    snprintf(ckpt, sizeof(ckpt),
+             "%s/runs/model-%lld/session-%lld/weights/last.ckpt", w.s->data,
+             (long long)model, (long long)session);
+
+    for (int i = 0; i < 600 && session_number(model, "epochs_done") < 1; i++)
+        usleep(100 * 1000);
+    assert_true(session_number(model, "epochs_done") >= 1);
+
+    int64_t before = mtime_ns(ckpt);
+    assert_int_equal(kill(w.s->backend, SIGSTOP), 0);
+    for (int i = 0; i < 3000 && mtime_ns(ckpt) == before; i++)
+        usleep(10 * 1000);
+    assert_true(mtime_ns(ckpt) != before);
+    assert_int_equal(kill(w.s->backend, SIGKILL), 0);
+    assert_int_equal(waitpid(w.s->backend, &status, 0), w.s->backend);
+    w.s->backend = 0;
+
+    /* The same data folder again; the gateway follows the new port. */
+    stack_start_backend(w.s);
+    stack_restart_gateway(w.s, NULL);
+    assert_int_equal(stack_signin(w.s, "user@example.test",
+                                  "user password 1", &w.user),
+                     200);
+    snprintf(target, sizeof(target), "/api/v1/models/%lld/resume",
+             (long long)model);
+    call(&w.user, "POST", target, "{}", &r);
+    expect_status(&r, 202);
+    harness_http_free(&r);
+    wait_state(&w.user, model, "completed", 120);
+
+    /* The epoch finished while the backend was frozen was recorded from
+     * the resumed run's start, not lost. */
+    assert_true(harness_file_contains(w.s->backend_log,
+                                      "finished while the backend was "
+                                      "down"));
+
+    call(&w.user, "GET", "/api/v1/ledger", NULL, &r);
+    expect_status(&r, 200);
+    for (int e = 1; e <= 6; e++) {
+        int count = 0;
+        snprintf(key, sizeof(key),
+                 "\"session_id\":%lld,\"model_id\":%lld,\"epoch\":%d,",
+                 (long long)session, (long long)model, e);
+        for (const char *p = r.body; (p = strstr(p, key)) != NULL; p++)
+            count++;
+        if (count != 1)
+            fail_msg("epoch %d of session %lld has %d charges, expected 1",
+                     e, (long long)session, count);
+    }
+    harness_http_free(&r);
+}
+
 static void bad_requests_rejected(void **state)
 {
     static const struct {
@@ -423,6 +517,7 @@ int main(void)
         cmocka_unit_test(other_accounts_model_not_found),
         cmocka_unit_test(stop_then_resume),
         cmocka_unit_test(timed_price_quoted_exactly),
+        cmocka_unit_test(backend_killed_before_charge),
         cmocka_unit_test(bad_requests_rejected),
     };
     return cmocka_run_group_tests_name("training_api", tests, setup,
