@@ -304,6 +304,38 @@ static void sigkill_resumes_from_last_epoch(void **state)
     expect_same_run("straight", "killed");
 }
 
+/* SIGKILL at several moments of a run, some of which may fall inside a
+ * checkpoint write, each followed by a resume from whatever last.ckpt is
+ * left: the atomic write keeps it whole, and the run still ends with the
+ * straight run's weights. */
+static void sigkill_at_many_points_resumes(void **state)
+{
+    static const int delays_ms[] = {150, 450, 800, 1200, 1700, 2300};
+    char resume[PATH_MAX + 96], ckpt[PATH_MAX + 64];
+    int fd, status;
+
+    (void)state;
+    snprintf(ckpt, sizeof(ckpt), "%s/runs/crashy/weights/last.ckpt",
+             workdir);
+    snprintf(resume, sizeof(resume), "resume=%s", ckpt);
+    for (size_t i = 0; i < sizeof(delays_ms) / sizeof(delays_ms[0]); i++) {
+        const char *extra[] = {resume, NULL};
+        int has_ckpt = access(ckpt, R_OK) == 0;
+        pid_t pid = start_train("crashy", has_ckpt ? extra : NULL, &fd);
+        usleep((useconds_t)delays_ms[i] * 1000);
+        kill(pid, SIGKILL);
+        status = finish(pid, fdopen(fd, "r"));
+        /* A run may also have finished before its kill came. */
+        assert_true(WIFSIGNALED(status) ||
+                    (WIFEXITED(status) && WEXITSTATUS(status) == 0));
+    }
+    const char *extra[] = {resume, NULL};
+    status = run_to_end("crashy", access(ckpt, R_OK) == 0 ? extra : NULL);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    expect_same_run("straight", "crashy");
+}
+
 /* Copy the straight run's checkpoint, damage it with damage(), and
  * expect train resume= to exit 1 naming the problem. */
 static void expect_rejected(const char *name, void (*damage)(char *, size_t *),
@@ -405,6 +437,7 @@ int main(void)
         cmocka_unit_test(straight_run_completes),
         cmocka_unit_test(sigterm_mid_epoch_resumes_exactly),
         cmocka_unit_test(sigkill_resumes_from_last_epoch),
+        cmocka_unit_test(sigkill_at_many_points_resumes),
         cmocka_unit_test(truncated_checkpoint_rejected),
         cmocka_unit_test(corrupt_checkpoint_rejected),
         cmocka_unit_test(foreign_file_rejected),
