@@ -3,8 +3,9 @@
  * runs these steps, and the first one that fails sends the response:
  *
  *   1. route: the path and method must match a route (404, 405);
- *   2. size: a declared Content-Length over API_BODY_MAX gets 413 before
- *      anything is read;
+ *   2. size: on JSON routes, a declared Content-Length over API_BODY_MAX
+ *      gets 413 before anything is read (upload routes check their own,
+ *      larger limit);
  *   3. credentials: on user and admin routes, an API key
  *      (Authorization: Bearer ty_...) or else the ty_session cookie must
  *      name a live session or key (401), checked through the backend or
@@ -432,7 +433,7 @@ static int check_request(struct api_request *req)
 {
     const struct route *route = req->route;
 
-    if (req->info->content_length > API_BODY_MAX) {
+    if (route->json_body && req->info->content_length > API_BODY_MAX) {
         api_send_error(req, "payload_too_large",
                        "the request body is %lld bytes; the maximum is %d",
                        req->info->content_length, API_BODY_MAX);

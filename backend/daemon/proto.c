@@ -18,6 +18,7 @@
 #include "ops_auth.h"
 #include "ops_billing.h"
 #include "ops_training.h"
+#include "ops_uploads.h"
 
 static cJSON *op_health(struct op_call *call)
 {
@@ -45,6 +46,7 @@ static const struct proto_op *const op_tables[] = {
     proto_auth_ops,
     proto_billing_ops,
     proto_training_ops,
+    proto_upload_ops,
 };
 
 static const struct proto_op *find_op(const char *name)
