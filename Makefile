@@ -255,16 +255,27 @@ $(UI_OUT)/%: wasm-ui/static/%
 
 TEST_PROGS := $(addprefix $(ASAN)/bin/,$(PROGRAMS))
 
+# The UI's JSON reader, tested natively under the sanitizers.
+UI_TEST_BIN := $(ASAN)/bin/ui_json_test
+$(UI_TEST_BIN): wasm-ui/tests/json_test.c wasm-ui/src/json.c wasm-ui/src/json.h
+	$(call say,CC-SAN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) -std=c11 $(WARN) $(SAN_FLAGS) -g -Iwasm-ui/src \
+	    wasm-ui/tests/json_test.c wasm-ui/src/json.c -o $@
+
+# The browser test drives Chromium against the release programs and UI.
+E2E_TESTS := tests/e2e/ui.test.mjs
+
 test: deps
 	$(Q)$(MAKE) --no-print-directory test-build
 	$(if $(NVCC),,@echo 'SKIP cuda tests: nvcc not found (looked in' \
 	    '/usr/local/cuda/bin and PATH)')
 	$(Q)BUILD=$(BUILD) NVCC='$(NVCC)' GPU_COUNT=$(GPU_COUNT) \
 	    scripts/run-tests.sh $(UNIT_BINS) $(INTEG_BINS) \
-	    $(if $(NVCC),$(CUDA_TEST_BINS))
+	    $(if $(NVCC),$(CUDA_TEST_BINS)) $(UI_TEST_BIN) $(E2E_TESTS)
 
 .PHONY: test-build
-test-build: $(UNIT_BINS) $(INTEG_BINS) $(TEST_PROGS) \
+test-build: $(UNIT_BINS) $(INTEG_BINS) $(TEST_PROGS) $(UI_TEST_BIN) all ui \
             $(if $(NVCC),$(CUDA_TEST_BINS) $(BIN)/train)
 
 run: deps

@@ -29,6 +29,12 @@ for prog in "$@"; do
     p=$(count '\[  PASSED  \] [0-9]* test(s)\.' "$log")
     f=$(count '\[  FAILED  \] [0-9]* test(s), listed below' "$log")
     s=$(count '\[  SKIPPED \] [0-9]* test(s), listed below' "$log")
+    # Programs that are not cmocka ones (the browser test, the UI's JSON
+    # test) end with a line "e2e: N passed, N failed" or "json: ...".
+    p=$((p + $(sed -n 's/^\(e2e\|json\): \([0-9]*\) passed, [0-9]* failed$/\2/p' \
+        "$log" | awk '{s += $1} END {print s + 0}')))
+    f=$((f + $(sed -n 's/^\(e2e\|json\): [0-9]* passed, \([0-9]*\) failed$/\2/p' \
+        "$log" | awk '{s += $1} END {print s + 0}')))
     rm -f "$log"
 
     passed=$((passed + p))

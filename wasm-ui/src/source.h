@@ -1,0 +1,30 @@
+/*
+ * A model's live data for the model screen: the model with its latest
+ * session, and its progress events in seq order. The screen sees only
+ * these callbacks, so the polling source in source_poll.c can be replaced
+ * by one that reads the gateway's WebSocket without changing the screen.
+ */
+#ifndef TRAINYARD_UI_SOURCE_H
+#define TRAINYARD_UI_SOURCE_H
+
+#include <stdint.h>
+
+#include "json.h"
+
+struct source_handlers {
+    /* The reply of GET /models/{id}. */
+    void (*on_model)(const struct json *model);
+    /* One event: seq, session, kind, created_at, payload. Events arrive
+     * once each, in seq order, from seq 1. */
+    void (*on_event)(const struct json *event);
+    /* A request failed; status 0 means the gateway was not reached. */
+    void (*on_error)(int status, const struct json *reply);
+};
+
+/* Start following a model; stops any source that runs. */
+void source_start(int64_t model_id, const struct source_handlers *handlers);
+void source_stop(void);
+/* Ask for the model now, such as after a button changed its state. */
+void source_refresh(void);
+
+#endif

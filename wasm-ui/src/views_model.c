@@ -1,0 +1,477 @@
+/*
+ * The model screen: the latest session's state, epochs done, progress
+ * bars for the epoch and the run, Start, Stop and Resume, the loss and
+ * accuracy charts, and the model's billing. Live data comes from
+ * source.h, which calls on_model and on_event. The screen keeps the
+ * epoch metrics it has seen, so charts are redrawn from memory and never
+ * refetched.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+#include "chart.h"
+#include "dom.h"
+#include "source.h"
+#include "views.h"
+
+/* Epochs kept for the charts; later epochs are not drawn. */
+#define MAX_EPOCHS 2000
+#define CHART_W 600
+#define CHART_H 220
+
+static struct {
+    int64_t id;
+    int active;
+    double train_loss[MAX_EPOCHS], val_loss[MAX_EPOCHS];
+    double top1[MAX_EPOCHS], top5[MAX_EPOCHS];
+    size_t epochs_seen;
+    int64_t epochs_total;
+    int64_t epochs_done;
+    /* Set by epoch and state events. The ledger is then requested once at
+     * the next model reply, not once per event of a long replay. */
+    int billing_stale;
+} model;
+
+static void load_billing(void);
+
+/* The epochs typed in the New model form, for that model's screen. */
+static int64_t suggested_model;
+static long suggested_epochs;
+
+void view_model_suggest_epochs(int64_t model_id, long epochs)
+{
+    suggested_model = model_id;
+    suggested_epochs = epochs;
+}
+
+/* Set a <progress> to done of total, clamped to 0..total. */
+static void set_progress(const char *id, double done, double total)
+{
+    char value[32], max[32];
+
+    if (total <= 0)
+        total = 1;
+    if (done < 0)
+        done = 0;
+    if (done > total)
+        done = total;
+    snprintf(value, sizeof(value), "%g", done);
+    snprintf(max, sizeof(max), "%g", total);
+    dom_set_attr(id, "max", max);
+    dom_set_attr(id, "value", value);
+}
+
+static void describe_state(const struct json *session, char *buf,
+                           size_t size)
+{
+    const char *state = json_string(json_get(session, "state"), "");
+    const char *reason = json_string(json_get(session, "reason"), NULL);
+    int64_t queue = json_int(json_get(session, "queue_position"), 0);
+
+    if (strcmp(state, "initializing") == 0 && queue > 0)
+        snprintf(buf, size, "Initializing: waiting for a device, place %"
+                 PRId64 " in the queue. Initializing is free of charge.",
+                 queue);
+    else if (strcmp(state, "initializing") == 0)
+        snprintf(buf, size, "Initializing: loading the data set and the "
+                            "model. Initializing is free of charge.");
+    else if (strcmp(state, "training") == 0)
+        snprintf(buf, size, "Training.");
+    else if (strcmp(state, "paused") == 0)
+        snprintf(buf, size, "Paused for balance: %s. Top up, then resume.",
+                 reason ? reason : "the balance could not pay the next "
+                                   "epoch");
+    else if (strcmp(state, "stopped") == 0)
+        snprintf(buf, size, "Stopped. Resume to continue from the last "
+                            "checkpoint.");
+    else if (strcmp(state, "completed") == 0)
+        snprintf(buf, size, "Completed.");
+    else if (strcmp(state, "expired") == 0)
+        snprintf(buf, size, "Expired: the paid training time is used up.");
+    else if (strcmp(state, "failed") == 0)
+        snprintf(buf, size, "Failed: %s", reason ? reason : "no reason "
+                                                            "given");
+    else
+        snprintf(buf, size, "State: %s", state);
+}
+
+static void on_model(const struct json *reply)
+{
+    const struct json *session = json_get(reply, "session");
+    const struct json *busy = json_get(reply, "account_training");
+    const struct json *args = json_get(reply, "args");
+    const char *state = json_string(json_get(session, "state"), "");
+    int has_session = session != NULL && session->type == JSON_OBJECT;
+    int running = strcmp(state, "initializing") == 0 ||
+                  strcmp(state, "training") == 0;
+    int resumable = strcmp(state, "stopped") == 0 ||
+                    strcmp(state, "paused") == 0 ||
+                    strcmp(state, "failed") == 0 ||
+                    strcmp(state, "expired") == 0;
+    int other_busy = busy != NULL && busy->type == JSON_OBJECT &&
+                     json_int(json_get(busy, "model"), 0) != model.id;
+    char text[400];
+
+    if (model.billing_stale) {
+        model.billing_stale = 0;
+        load_billing();
+    }
+    dom_set_text("m-title", json_string(json_get(reply, "name"), "Model"));
+    dom_textf("m-meta", "%s, image size %" PRId64 ", batch %" PRId64,
+              json_string(json_get(reply, "architecture"), "?"),
+              json_int(json_get(args, "imgsz"), 0),
+              json_int(json_get(args, "batch"), 0));
+    if (has_session) {
+        describe_state(session, text, sizeof(text));
+        model.epochs_total = json_int(json_get(session, "epochs"), 0);
+        model.epochs_done = json_int(json_get(session, "epochs_done"), 0);
+        dom_textf("m-epochs", "Epochs done: %" PRId64 " of %" PRId64,
+                  model.epochs_done, model.epochs_total);
+        set_progress("m-run-bar", (double)model.epochs_done,
+                     (double)model.epochs_total);
+        if (strcmp(state, "completed") == 0)
+            set_progress("m-epoch-bar", 1, 1);
+    } else {
+        snprintf(text, sizeof(text), "Not trained yet. Choose an instance "
+                                     "type and start training.");
+        dom_set_text("m-epochs", "");
+    }
+    dom_set_text("m-status", text);
+    dom_set_attr("m-status", "data-state", has_session ? state : "none");
+    if (other_busy) {
+        dom_textf("m-unavailable", "Cloud training unavailable: model %s "
+                  "is training. Stop it or wait until it ends.",
+                  json_string(json_get(busy, "name"), "?"));
+    } else {
+        dom_set_text("m-unavailable", "");
+    }
+    dom_set_class("m-unavailable", "hidden", !other_busy);
+    dom_set_disabled("m-start", running || other_busy);
+    dom_set_disabled("m-stop", !running);
+    dom_set_disabled("m-resume", !resumable || other_busy);
+}
+
+static void draw_charts(void)
+{
+    struct chart_series loss[] = {
+        { "train loss", "#2f6fdb", model.train_loss, model.epochs_seen },
+        { "val loss", "#d9822b", model.val_loss, model.epochs_seen },
+    };
+    struct chart_series accuracy[] = {
+        { "top-1", "#1b6e32", model.top1, model.epochs_seen },
+        { "top-5", "#7a3db8", model.top5, model.epochs_seen },
+    };
+
+    chart_draw("chart-loss", CHART_W, CHART_H, loss, 2);
+    chart_draw("chart-acc", CHART_W, CHART_H, accuracy, 2);
+}
+
+static void on_event(const struct json *event)
+{
+    const char *kind = json_string(json_get(event, "kind"), "");
+    const struct json *payload = json_get(event, "payload");
+
+    if (strcmp(kind, "batch") == 0) {
+        double batch = json_number(json_get(payload, "batch"), 0);
+        double batches = json_number(json_get(payload, "batches"), 1);
+        int64_t epoch = json_int(json_get(payload, "epoch"), 0);
+
+        set_progress("m-epoch-bar", batch, batches);
+        dom_textf("m-epoch-label", "Epoch %" PRId64 ": batch %.0f of %.0f",
+                  epoch, batch, batches);
+    } else if (strcmp(kind, "start") == 0) {
+        const struct json *resumed = json_get(payload, "resumed");
+
+        /* A fresh start trains from epoch 1 again, so the old curves
+         * belong to an earlier run. */
+        if (resumed == NULL || resumed->type != JSON_TRUE)
+            model.epochs_seen = 0;
+        draw_charts();
+    } else if (strcmp(kind, "epoch") == 0) {
+        const struct json *m = json_get(payload, "metrics");
+        int64_t epoch = json_int(json_get(payload, "epoch"), 0);
+
+        if (epoch >= 1 && epoch <= MAX_EPOCHS) {
+            size_t i = (size_t)(epoch - 1);
+
+            model.train_loss[i] = json_number(json_get(m, "train/loss"), 0);
+            model.val_loss[i] = json_number(json_get(m, "val/loss"), 0);
+            model.top1[i] =
+                json_number(json_get(m, "metrics/accuracy_top1"), 0);
+            model.top5[i] =
+                json_number(json_get(m, "metrics/accuracy_top5"), 0);
+            model.epochs_seen = i + 1;
+            draw_charts();
+        }
+        model.billing_stale = 1;
+    } else if (strcmp(kind, "state") == 0) {
+        /* The source requests the model at its next tick, which shows
+         * the new state. */
+        model.billing_stale = 1;
+    }
+}
+
+static void on_source_error(int status, const struct json *reply)
+{
+    char text[300];
+
+    api_error_text(status, reply, text, sizeof(text));
+    dom_set_text("m-error", text);
+}
+
+static void on_action(int status, const struct json *reply, void *ctx)
+{
+    char text[300];
+
+    (void)ctx;
+    if (status >= 200 && status < 300) {
+        dom_set_text("m-error", "");
+        source_refresh();
+        return;
+    }
+    api_error_text(status, reply, text, sizeof(text));
+    dom_set_text("m-error", text);
+}
+
+static void post_action(const char *action, const char *body)
+{
+    char path[80];
+
+    snprintf(path, sizeof(path), "/models/%" PRId64 "/%s", model.id,
+             action);
+    api_post(path, body, on_action, NULL);
+}
+
+static void submit_start(void *ctx)
+{
+    char type[24], epochs[24], body[200], *end;
+    long n;
+
+    (void)ctx;
+    dom_get_value("m-type", type, sizeof(type));
+    dom_get_value("m-epochs-input", epochs, sizeof(epochs));
+    n = strtol(epochs, &end, 10);
+    if (end == epochs || *end != '\0' || n <= 0) {
+        dom_set_text("m-error", "Epochs must be a whole number above "
+                                "zero.");
+        return;
+    }
+    if (type[0] == '\0') {
+        dom_set_text("m-error", "Choose an instance type.");
+        return;
+    }
+    snprintf(body, sizeof(body),
+             "{\"mode\":\"epochs\",\"epochs\":%ld,\"instance_type\":%s}", n,
+             type);
+    post_action("train", body);
+}
+
+static void click_stop(void *ctx)
+{
+    (void)ctx;
+    post_action("stop", NULL);
+}
+
+static void click_resume(void *ctx)
+{
+    (void)ctx;
+    post_action("resume", NULL);
+}
+
+static void on_instance_types(int status, const struct json *reply,
+                              void *ctx)
+{
+    const struct json *types = json_get(reply, "instance_types");
+
+    (void)ctx;
+    if (status != 200)
+        return;
+    for (const struct json *t = types ? types->child : NULL; t != NULL;
+         t = t->next) {
+        char value[24], price[40], text[200];
+
+        snprintf(value, sizeof(value), "%" PRId64,
+                 json_int(json_get(t, "id"), 0));
+        format_money(json_int(json_get(t, "price_per_hour"), 0), price,
+                     sizeof(price));
+        snprintf(text, sizeof(text), "%s (%s), %s per hour",
+                 json_string(json_get(t, "name"), "?"),
+                 json_string(json_get(t, "device"), "?"), price);
+        dom_option("m-type", value, text);
+    }
+}
+
+static void on_ledger(int status, const struct json *reply, void *ctx)
+{
+    const struct json *entries = json_get(reply, "entries");
+    int64_t total = 0;
+    int rows = 0;
+    char money[40];
+
+    (void)ctx;
+    if (status != 200)
+        return;
+    dom_clear("bill-rows");
+    for (const struct json *e = entries ? entries->child : NULL; e != NULL;
+         e = e->next) {
+        int64_t amount = json_int(json_get(e, "amount"), 0);
+        char row[40], cell[40];
+
+        if (json_int(json_get(e, "model_id"), 0) != model.id)
+            continue;
+        total += amount;
+        snprintf(row, sizeof(row), "bill-row-%d", rows);
+        dom_create("tr", "bill-rows", row, NULL);
+        dom_create("td", row, NULL,
+                   json_string(json_get(e, "description"), ""));
+        dom_create("td", row, NULL, json_string(json_get(e, "kind"), ""));
+        format_money(amount, money, sizeof(money));
+        snprintf(cell, sizeof(cell), "bill-amount-%d", rows);
+        dom_element("td", row, cell, "num", money);
+        rows++;
+    }
+    format_money(total, money, sizeof(money));
+    dom_textf("bill-total", "%d %s, total %s", rows,
+              rows == 1 ? "entry" : "entries", money);
+    snprintf(money, sizeof(money), "%d", rows);
+    dom_set_attr("bill-total", "data-rows", money);
+}
+
+static void load_billing(void)
+{
+    /* NOTE: /ledger returns the whole account's ledger without paging;
+     * the rows of this model are picked out here. */
+    api_get("/ledger", on_ledger, NULL);
+}
+
+static void build_controls(void)
+{
+    dom_element("section", "view", "m-control", "card", NULL);
+    dom_create("h2", "m-control", NULL, "Training");
+    dom_element("p", "m-control", "m-unavailable", "warning hidden", NULL);
+    dom_set_attr("m-unavailable", "role", "status");
+    dom_element("form", "m-control", "m-start-form", "grid", NULL);
+    dom_set_attr("m-start-form", "aria-label", "Start training");
+    dom_select("m-start-form", "m-type", "Instance type");
+    dom_input("m-start-form", "m-epochs-input", "Epochs", "number", "10");
+    dom_set_attr("m-epochs-input", "min", "1");
+    if (suggested_model == model.id && suggested_epochs > 0) {
+        char epochs[24];
+
+        snprintf(epochs, sizeof(epochs), "%ld", suggested_epochs);
+        dom_set_value("m-epochs-input", epochs);
+    }
+    dom_element("div", "m-start-form", "m-buttons", "buttons wide", NULL);
+    dom_create("button", "m-buttons", "m-start", "Start");
+    dom_set_attr("m-start", "type", "submit");
+    dom_create("button", "m-buttons", "m-stop", "Stop");
+    dom_set_attr("m-stop", "type", "button");
+    dom_create("button", "m-buttons", "m-resume", "Resume");
+    dom_set_attr("m-resume", "type", "button");
+    dom_element("p", "m-control", "m-error", "error", NULL);
+    dom_set_attr("m-error", "role", "alert");
+    dom_on("m-start-form", "submit", submit_start, NULL);
+    dom_on("m-stop", "click", click_stop, NULL);
+    dom_on("m-resume", "click", click_resume, NULL);
+}
+
+static void build_chart(const char *parent, const char *id,
+                        const char *title, const char *description)
+{
+    char heading[40], wh[16];
+
+    snprintf(heading, sizeof(heading), "%s-title", id);
+    dom_create("h3", parent, heading, title);
+    dom_element("canvas", parent, id, "chart", NULL);
+    snprintf(wh, sizeof(wh), "%d", CHART_W);
+    dom_set_attr(id, "width", wh);
+    snprintf(wh, sizeof(wh), "%d", CHART_H);
+    dom_set_attr(id, "height", wh);
+    dom_set_attr(id, "role", "img");
+    dom_set_attr(id, "aria-label", description);
+}
+
+static void build_billing(void)
+{
+    char href[80];
+
+    dom_element("section", "view", "bill", "card", NULL);
+    dom_create("h2", "bill", NULL, "Billing");
+    dom_element("div", "bill", "bill-scroll", "scroll", NULL);
+    dom_create("table", "bill-scroll", "bill-table", NULL);
+    dom_create("thead", "bill-table", "bill-head", NULL);
+    dom_create("tr", "bill-head", "bill-head-row", NULL);
+    dom_create("th", "bill-head-row", NULL, "Item");
+    dom_create("th", "bill-head-row", NULL, "Kind");
+    dom_element("th", "bill-head-row", "bill-head-amount", "num", "Amount");
+    dom_create("tbody", "bill-table", "bill-rows", NULL);
+    dom_element("p", "bill", "bill-total", "strong", "...");
+    dom_element("p", "bill", "bill-links", "buttons", NULL);
+    dom_element("a", "bill-links", "bill-csv", "button", "Download CSV");
+    snprintf(href, sizeof(href), "/api/v1/models/%" PRId64 "/billing.csv",
+             model.id);
+    dom_set_attr("bill-csv", "href", href);
+    dom_set_attr("bill-csv", "download", "");
+    dom_element("a", "bill-links", "bill-pdf", "button", "Download PDF");
+    snprintf(href, sizeof(href), "/api/v1/models/%" PRId64 "/billing.pdf",
+             model.id);
+    dom_set_attr("bill-pdf", "href", href);
+    dom_set_attr("bill-pdf", "download", "");
+}
+
+void view_model_show(int64_t model_id)
+{
+    static const struct source_handlers handlers = {
+        on_model, on_event, on_source_error,
+    };
+
+    memset(&model, 0, sizeof(model));
+    model.id = model_id;
+    model.active = 1;
+
+    dom_element("p", "view", "m-back", "muted", NULL);
+    dom_create("a", "m-back", "m-back-link", "All models");
+    dom_set_attr("m-back-link", "href", "#/");
+    dom_element("section", "view", "m-head", "card", NULL);
+    dom_create("h1", "m-head", "m-title", "Model");
+    dom_element("p", "m-head", "m-meta", "muted", NULL);
+    dom_element("p", "m-head", "m-status", "status", "Loading...");
+    dom_set_attr("m-status", "role", "status");
+    dom_set_attr("m-status", "aria-live", "polite");
+    dom_create("p", "m-head", "m-epochs", NULL);
+    dom_create("label", "m-head", "m-epoch-label", "Epoch progress");
+    dom_set_attr("m-epoch-label", "for", "m-epoch-bar");
+    dom_create("progress", "m-head", "m-epoch-bar", NULL);
+    dom_create("label", "m-head", "m-run-label", "Run progress (epochs)");
+    dom_set_attr("m-run-label", "for", "m-run-bar");
+    dom_create("progress", "m-head", "m-run-bar", NULL);
+    set_progress("m-epoch-bar", 0, 1);
+    set_progress("m-run-bar", 0, 1);
+
+    build_controls();
+
+    dom_element("section", "view", "m-charts", "card", NULL);
+    dom_create("h2", "m-charts", NULL, "Metrics");
+    build_chart("m-charts", "chart-loss", "Loss",
+                "Training and validation loss per epoch");
+    build_chart("m-charts", "chart-acc", "Accuracy",
+                "Top-1 and top-5 validation accuracy per epoch");
+    draw_charts();
+
+    build_billing();
+
+    api_get("/instance-types", on_instance_types, NULL);
+    load_billing();
+    source_start(model_id, &handlers);
+}
+
+void view_model_leave(void)
+{
+    if (!model.active)
+        return;
+    model.active = 0;
+    source_stop();
+}
