@@ -124,6 +124,8 @@ help:
 	@echo '  make test        install, build and run every test'
 	@echo '  make run         start backend and gateway on port 8080'
 	@echo '  make bench       run the CPU benchmarks against PyTorch'
+	@echo '  make fuzz        build and run the libFuzzer targets'
+	@echo '                   (FUZZ_SECONDS each, default 60)'
 	@echo '                   (data in $$TRAINYARD_DATA, default ./var)'
 	@echo '  make format      format the C sources with clang-format'
 	@echo '  make clean       remove $(BUILD)/'
@@ -291,6 +293,11 @@ $(BUILD)/bench/%: bench/%.c $(REL_LIB)
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BINS)
 	$(Q)BUILD=$(BUILD) bench/run-cpu.sh
+
+# libFuzzer targets of every parser of outside input (docs/FUZZING.md).
+.PHONY: fuzz
+fuzz: deps
+	$(Q)BUILD=$(BUILD) scripts/fuzz.sh
 
 format:
 	$(Q)clang-format -i $(shell git ls-files '*.c' '*.h' '*.cu')

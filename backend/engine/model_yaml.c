@@ -89,9 +89,15 @@ static int scalar_double(const yaml_node_t *n, double *out)
     return (*s == '\0' || *end != '\0') ? -1 : 0;
 }
 
+/* Round x up to a multiple of d. A result that does not fit an int (a
+ * huge or NaN width from the YAML) gives -1, which read_row rejects. */
 static int make_divisible(double x, int d)
 {
-    return (int)ceil(x / d) * d;
+    double v = ceil(x / d) * d;
+
+    if (!(v >= INT_MIN && v <= INT_MAX))
+        return -1;
+    return (int)v;
 }
 
 static int scale_channels(int c, const struct scale *sc)
@@ -235,8 +241,17 @@ static int read_row(yaml_document_t *doc, yaml_node_t *row, int index,
         return error_set(err, -EINVAL,
                          "layer %d: repeats must be a whole number >= 1",
                          index);
-    ls->repeats = repeats > 1 ? (int)fmax(round(repeats * sc->depth), 1)
-                              : repeats;
+    if (repeats > 1) {
+        double scaled = fmax(round(repeats * sc->depth), 1);
+
+        if (!(scaled <= INT_MAX))
+            return error_set(err, -EINVAL,
+                             "layer %d: repeats %d times depth %g is too "
+                             "large",
+                             index, repeats, sc->depth);
+        repeats = (int)scaled;
+    }
+    ls->repeats = repeats;
     if (args != NULL && args->type != YAML_SEQUENCE_NODE)
         return error_set(err, -EINVAL, "layer %d: args must be a list",
                          index);

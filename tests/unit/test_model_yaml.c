@@ -175,6 +175,48 @@ static void args_defaults_match_ultralytics(void **state)
     assert_int_equal(a.cos_lr, 1);
 }
 
+/* Found by tests/fuzz/fuzz_model_yaml: a width of about 6.7e89 made the
+ * channel count overflow int (undefined behavior) instead of failing. */
+static void huge_scale_width_rejected(void **state)
+{
+    static const char *const widths[] = {"6.66e89", "1e300", "inf",
+                                         "nan", "2.0"};
+    char yaml[256];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(widths) / sizeof(widths[0]); i++) {
+        struct error err = {0};
+        /* A width of 2.0 takes 2^30 channels to 2^31, past INT_MAX. */
+        snprintf(yaml, sizeof(yaml),
+                 "nc: 2\nscales:\n  n: [0.33, %s, 2147483647]\n"
+                 "backbone:\n  - [-1, 1, Conv, [1073741824, 3, 2]]\n"
+                 "head:\n  - [-1, 1, Classify, [nc]]\n",
+                 widths[i]);
+        if (load_text(yaml, &err) == 0)
+            fail_msg("width %s loaded but should fail", widths[i]);
+        if (strstr(err.msg, "output channels must be") == NULL)
+            fail_msg("width %s: message '%s' lacks 'output channels must "
+                     "be'",
+                     widths[i], err.msg);
+    }
+}
+
+/* Found by the same target: a huge depth made the scaled repeat count
+ * overflow int. */
+static void huge_scale_depth_rejected(void **state)
+{
+    struct error err = {0};
+
+    (void)state;
+    assert_int_not_equal(
+        load_text("nc: 2\nscales:\n  n: [1e300, 0.25, 1024]\n"
+                  "backbone:\n  - [-1, 3, C2f, [64, True]]\n"
+                  "head:\n  - [-1, 1, Classify, [nc]]\n",
+                  &err),
+        0);
+    assert_non_null(strstr(err.msg, "is too large"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -184,6 +226,8 @@ int main(void)
         cmocka_unit_test(missing_model_named),
         cmocka_unit_test(args_reject_bad_values),
         cmocka_unit_test(args_defaults_match_ultralytics),
+        cmocka_unit_test(huge_scale_width_rejected),
+        cmocka_unit_test(huge_scale_depth_rejected),
     };
     return cmocka_run_group_tests_name("model_yaml", tests, NULL, NULL);
 }
