@@ -240,7 +240,17 @@ cuda:
 endif
 
 # The WebAssembly UI: C compiled by emcc, plus the static HTML and CSS.
-ui: $(UI_OUT)/app.js $(patsubst wasm-ui/static/%,$(UI_OUT)/%,$(UI_STATIC))
+UI_FILES := $(UI_OUT)/app.js $(UI_OUT)/app.wasm \
+            $(patsubst wasm-ui/static/%,$(UI_OUT)/%,$(UI_STATIC))
+# Each file also as FILE.gz, which civetweb sends with Content-Encoding:
+# gzip to browsers that accept it.
+ui: $(UI_FILES) $(addsuffix .gz,$(UI_FILES))
+
+$(UI_OUT)/app.wasm: $(UI_OUT)/app.js
+
+$(UI_OUT)/%.gz: $(UI_OUT)/%
+	$(call say,GZIP,$@)
+	$(Q)gzip -9 -n -c $< >$@
 
 $(UI_OUT)/app.js: $(UI_SRCS) $(wildcard wasm-ui/src/*.h wasm-ui/src/*.js)
 	$(call say,EMCC,$@)
