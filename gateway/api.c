@@ -84,6 +84,7 @@ static const struct {
     {"rate_limited", 429},
     {"internal", 500},
     {"backend_unavailable", 503},
+    {"too_many_connections", 503},
 };
 
 int api_status_for_code(const char *code)
@@ -353,35 +354,73 @@ static void identity_from_result(const cJSON *result, enum auth_method method,
              cJSON_IsString(csrf) ? csrf->valuestring : "");
 }
 
-/* Ask the backend (or the cache) whose credential this is. Returns 0 with
- * req->who set, or -1 after sending an error. */
-static int resolve_credential(struct api_request *req, enum auth_method method,
-                              const char *credential)
+int api_resolve_credential(enum auth_method method, const char *credential,
+                           struct auth_identity *who, char *code,
+                           size_t code_len, struct error *err)
 {
     const char *op =
         method == AUTH_METHOD_SESSION ? "auth.session" : "auth.apikey";
     int64_t now = clock_monotonic_ms();
-    cJSON *args, *result;
+    cJSON *args, *response = NULL, *result;
+    int rc;
 
-    if (auth_cache_get(&api_credential_cache, method, credential, now,
-                       &req->who))
+    if (auth_cache_get(&api_credential_cache, method, credential, now, who))
         return 0;
     args = cJSON_CreateObject();
     cJSON_AddStringToObject(
         args, method == AUTH_METHOD_SESSION ? "token" : "key", credential);
-    result = api_call(req, op, args);
+    rc = upstream_call(op, args, API_BACKEND_TIMEOUT_MS, &response, err);
     cJSON_Delete(args);
-    if (result == NULL)
-        return -1;
-    identity_from_result(result, method, &req->who);
-    cJSON_Delete(result);
-    if (req->who.account_id <= 0) {
-        api_send_error(req, "internal",
-                       "the backend's response to %s has no account id", op);
-        return -1;
+    if (rc != 0) {
+        snprintf(code, code_len, "backend_unavailable");
+        return rc;
     }
-    auth_cache_put(&api_credential_cache, credential, now, &req->who);
+    if (!cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(response, "ok"))) {
+        const cJSON *e = cJSON_GetObjectItemCaseSensitive(response, "error");
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(e, "code");
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(e, "message");
+        const char *code_text = cJSON_IsString(c) ? c->valuestring : "";
+        const char *message = cJSON_IsString(m) ? m->valuestring : "";
+
+        /* As in send_backend_error: internal details stay in the log. */
+        if (api_status_for_code(code_text) >= 500) {
+            log_error("backend op %s failed: code=%s %s", op, code_text,
+                      message);
+            snprintf(code, code_len, "internal");
+            rc = error_set(err, -EPROTO,
+                           "the backend failed; its log has the details");
+        } else {
+            snprintf(code, code_len, "%s", code_text);
+            rc = error_set(err, -EACCES, "%s", message);
+        }
+        cJSON_Delete(response);
+        return rc;
+    }
+    result = cJSON_GetObjectItemCaseSensitive(response, "result");
+    identity_from_result(result, method, who);
+    cJSON_Delete(response);
+    if (who->account_id <= 0) {
+        snprintf(code, code_len, "internal");
+        return error_set(err, -EPROTO,
+                         "the backend's response to %s has no account id", op);
+    }
+    auth_cache_put(&api_credential_cache, credential, now, who);
     return 0;
+}
+
+/* api_resolve_credential for a request: returns 0 with req->who set, or
+ * -1 after sending the error. */
+static int resolve_credential(struct api_request *req, enum auth_method method,
+                              const char *credential)
+{
+    struct error err = {0};
+    char code[64];
+
+    if (api_resolve_credential(method, credential, &req->who, code,
+                               sizeof(code), &err) == 0)
+        return 0;
+    api_send_error(req, code, "%s", err.msg);
+    return -1;
 }
 
 static int authenticate(struct api_request *req)

@@ -79,6 +79,18 @@ void api_send_error(struct api_request *req, const char *code, const char *fmt,
 int api_body_string(struct api_request *req, const char *name, int required,
                     const char **out);
 
+/* Find the account of a session token (AUTH_METHOD_SESSION) or API key
+ * in the credential cache, or else through the backend, and cache it.
+ * Returns 0 with *who set. On failure, code is the error code to send
+ * and err has the message: -EACCES with the backend's code (unauthorized,
+ * session_expired) for a credential that names no live session or key,
+ * the error of upstream_call (-ENOTCONN, -ETIMEDOUT) with
+ * backend_unavailable, or -EPROTO with internal for a backend failure.
+ * Needs no request, so the live WebSocket (live.c) uses it as well. */
+int api_resolve_credential(enum auth_method method, const char *credential,
+                           struct auth_identity *who, char *code,
+                           size_t code_len, struct error *err);
+
 /* Call op on the backend as the request's account (or none, before
  * sign-in) and return the result object, which the caller deletes. On
  * failure, sends the mapped error and returns NULL. */

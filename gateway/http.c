@@ -2,7 +2,8 @@
  * civetweb setup. civetweb serves the UI folder itself: it answers
  * conditional requests with ETags, rejects paths that leave the folder,
  * and lists no folders. Everything under /api/v1/ goes to api_handle
- * (api.c), which responds with JSON only.
+ * (api.c), which responds with JSON only, except the live progress
+ * WebSocket /api/v1/live (live.c).
  */
 #include "http.h"
 
@@ -13,7 +14,12 @@
 
 #include "api.h"
 #include "fsutil.h"
+#include "live.h"
 #include "log.h"
+
+/* civetweb worker threads for REST requests and static files. Each live
+ * WebSocket occupies one more for as long as it is open. */
+#define HTTP_REQUEST_THREADS 32
 
 static struct mg_context *http_context;
 
@@ -37,7 +43,7 @@ int http_start(const struct http_options *opt, struct error *err)
 {
     struct mg_callbacks callbacks;
     struct mg_server_port ports[4];
-    char listen[300];
+    char listen[300], threads[16];
     const char *options[32];
     int i = 0, n;
 
@@ -48,8 +54,10 @@ int http_start(const struct http_options *opt, struct error *err)
     options[i++] = opt->ui_dir;
     options[i++] = "enable_directory_listing";
     options[i++] = "no";
+    snprintf(threads, sizeof(threads), "%d",
+             HTTP_REQUEST_THREADS + live_max_connections());
     options[i++] = "num_threads";
-    options[i++] = "32";
+    options[i++] = threads;
     options[i++] = "additional_header";
     options[i++] = HTTP_SECURITY_HEADERS;
     options[i++] = "extra_mime_types";
@@ -80,6 +88,11 @@ int http_start(const struct http_options *opt, struct error *err)
                          listen);
     }
     mg_set_request_handler(http_context, "/api/v1/", api_handle, NULL);
+    rc = live_start(http_context, err);
+    if (rc != 0) {
+        http_stop();
+        return rc;
+    }
 
     n = mg_get_server_ports(http_context, 4, ports);
     if (n < 1) {
@@ -95,9 +108,11 @@ int http_start(const struct http_options *opt, struct error *err)
 
 void http_stop(void)
 {
+    /* mg_stop closes every live connection before live_stop runs. */
     if (http_context != NULL)
         mg_stop(http_context);
     http_context = NULL;
+    live_stop();
     mg_exit_library();
     api_shutdown();
 }

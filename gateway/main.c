@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "http.h"
+#include "live.h"
 #include "log.h"
 #include "secret.h"
 #include "upstream.h"
@@ -46,10 +47,15 @@ static void usage(FILE *out)
             "  --secure-cookies     mark cookies Secure on plain HTTP too;\n"
             "                       set it behind a proxy that serves TLS\n"
             "  --port-file FILE     write the port listened on to FILE\n"
+            "  --live-connections N live progress WebSockets served at\n"
+            "                       once (default %d)\n"
+            "  --live-ping-s N      seconds between pings to each live\n"
+            "                       WebSocket (default %d)\n"
             "  --log-level L        debug, info, warn or error (default "
             "info)\n"
             "  --help               print this help and exit\n",
-            DEFAULT_HOST, DEFAULT_PORT, DEFAULT_HOST, DEFAULT_BACKEND_PORT);
+            DEFAULT_HOST, DEFAULT_PORT, DEFAULT_HOST, DEFAULT_BACKEND_PORT,
+            LIVE_CONNECTIONS_DEFAULT, LIVE_PING_INTERVAL_DEFAULT_S);
 }
 
 static int parse_address(const char *arg, char *host, size_t host_len,
@@ -70,6 +76,18 @@ static int parse_address(const char *arg, char *host, size_t host_len,
     return 0;
 }
 
+/* Parse a whole number in [min, max]; returns 0 or -1. */
+static int parse_count(const char *arg, long min, long max, int *out)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+
+    if (arg[0] == '\0' || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = (int)v;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     static const struct option long_options[] = {
@@ -80,6 +98,8 @@ int main(int argc, char **argv)
         {"access-log", required_argument, NULL, 'a'},
         {"secure-cookies", no_argument, NULL, 'S'},
         {"port-file", required_argument, NULL, 'p'},
+        {"live-connections", required_argument, NULL, 'c'},
+        {"live-ping-s", required_argument, NULL, 'P'},
         {"log-level", required_argument, NULL, 'v'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -89,6 +109,8 @@ int main(int argc, char **argv)
     struct http_options hopt = {NULL, DEFAULT_PORT, "build/ui", NULL, NULL,
                                 0};
     struct upstream_options uopt = {NULL, DEFAULT_BACKEND_PORT, NULL};
+    struct live_options lopt = {LIVE_CONNECTIONS_DEFAULT,
+                                LIVE_PING_INTERVAL_DEFAULT_S};
     enum log_level level = LOG_LEVEL_INFO;
     const char *data = getenv("TRAINYARD_DATA");
     struct error err = {0};
@@ -127,6 +149,24 @@ int main(int argc, char **argv)
         case 'p':
             hopt.port_file = optarg;
             break;
+        case 'c':
+            if (parse_count(optarg, 1, 1024, &lopt.max_connections) != 0) {
+                fprintf(stderr,
+                        "gateway: invalid --live-connections '%s'; use a "
+                        "whole number from 1 to 1024\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case 'P':
+            if (parse_count(optarg, 1, 3600, &lopt.ping_interval_s) != 0) {
+                fprintf(stderr,
+                        "gateway: invalid --live-ping-s '%s'; use a whole "
+                        "number of seconds from 1 to 3600\n",
+                        optarg);
+                return 2;
+            }
+            break;
         case 'v':
             if (log_parse_level(optarg, &level) != 0) {
                 fprintf(stderr,
@@ -151,6 +191,7 @@ int main(int argc, char **argv)
     }
     hopt.host = listen_host;
     uopt.host = backend_host;
+    live_configure(&lopt);
 
     log_init("gateway", level, 2);
     log_capture_lws();

@@ -3,7 +3,9 @@
  * upstream_call, which queues the request under the mutex and wakes the
  * lws thread with lws_cancel_service; the lws thread writes queued
  * messages, matches responses to waiting requests by id and signals them.
- * Only the lws thread touches the lws connection.
+ * Only the lws thread touches the lws connection. The event and connect
+ * handlers are read under the mutex and called without it, so a handler
+ * may take its own locks.
  */
 #include "upstream.h"
 
@@ -55,6 +57,11 @@ static struct {
     struct ws_inbuf in;
     struct pending *pending;
     uint64_t next_id;
+
+    upstream_event_fn on_event;
+    void *event_user;
+    upstream_connect_fn on_connect;
+    void *connect_user;
 } up = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* Fail every waiting request; called with the lock held. */
@@ -148,8 +155,19 @@ static void handle_message(const char *text, size_t len)
         up.state = LINK_READY;
         up.backoff_us = BACKOFF_MIN_US;
         up.failures = 0;
+        upstream_connect_fn on_connect = up.on_connect;
+        void *connect_user = up.connect_user;
         pthread_mutex_unlock(&up.lock);
         log_info("connected to the backend at %s:%d", up.host, up.opt.port);
+        if (on_connect != NULL)
+            on_connect(connect_user);
+    } else if (strcmp(type->valuestring, "event") == 0) {
+        pthread_mutex_lock(&up.lock);
+        upstream_event_fn on_event = up.on_event;
+        void *event_user = up.event_user;
+        pthread_mutex_unlock(&up.lock);
+        if (on_event != NULL)
+            on_event(event_user, root);
     } else if (strcmp(type->valuestring, "response") == 0 &&
                cJSON_IsNumber(id)) {
         uint64_t want = (uint64_t)id->valuedouble;
@@ -304,6 +322,22 @@ void upstream_stop(void)
     pthread_mutex_unlock(&up.lock);
     ws_inbuf_free(&up.in);
     up.started = 0;
+}
+
+void upstream_set_event_handler(upstream_event_fn fn, void *user)
+{
+    pthread_mutex_lock(&up.lock);
+    up.on_event = fn;
+    up.event_user = user;
+    pthread_mutex_unlock(&up.lock);
+}
+
+void upstream_set_connect_handler(upstream_connect_fn fn, void *user)
+{
+    pthread_mutex_lock(&up.lock);
+    up.on_connect = fn;
+    up.connect_user = user;
+    pthread_mutex_unlock(&up.lock);
 }
 
 int upstream_ready(void)

@@ -4,6 +4,9 @@
  * ids so that many are in flight at once; each caller waits for its own
  * response. When the connection drops, the requests in flight fail at once
  * with -ENOTCONN and the thread reconnects with exponential backoff.
+ * Progress events that the backend pushes go to one event handler, and a
+ * connect handler learns of each new connection, so that live.c can fan
+ * events out to browsers and replay what a dropped connection missed.
  */
 #ifndef TRAINYARD_UPSTREAM_H
 #define TRAINYARD_UPSTREAM_H
@@ -42,5 +45,21 @@ int upstream_call(const char *op, const cJSON *args, int timeout_ms,
  * before sign-in. */
 int upstream_call_as(int64_t account, const char *op, const cJSON *args,
                      int timeout_ms, cJSON **response, struct error *err);
+
+/* Called on the connection thread with each {"type": "event"} message
+ * from the backend (schema/protocol.md). The handler must return quickly
+ * and must not call upstream_call, whose response this thread delivers.
+ * event is valid only during the call. */
+typedef void (*upstream_event_fn)(void *user, const cJSON *event);
+
+/* Called on the connection thread each time the backend accepts the
+ * hello, when upstream_call works again. The same rules apply. */
+typedef void (*upstream_connect_fn)(void *user);
+
+/* Install the handlers (NULL removes one). Either may be set before or
+ * after upstream_start; a call in progress may still finish with the old
+ * handler. */
+void upstream_set_event_handler(upstream_event_fn fn, void *user);
+void upstream_set_connect_handler(upstream_connect_fn fn, void *user);
 
 #endif
