@@ -74,6 +74,7 @@ static const struct {
     {"csrf_failed", 403},
     {"not_found", 404},
     {"method_not_allowed", 405},
+    {"link_expired", 410},
     {"conflict", 409},
     {"limit_exceeded", 409},
     {"payload_too_large", 413},
@@ -144,14 +145,18 @@ static void log_rejection(struct api_request *req, int status, const char *code,
                           const char *message)
 {
     enum log_level level = LOG_LEVEL_DEBUG;
+    const char *path = req->info->local_uri;
 
+    /* A {token} route logs its pattern, because the path is a credential. */
+    if (req->route != NULL && strstr(req->route->pattern, "{token}") != NULL)
+        path = req->route->pattern;
     if (status >= 500)
         level = LOG_LEVEL_ERROR;
     else if (status == 401 || status == 403 || status == 413 || status == 429)
         level = LOG_LEVEL_INFO;
     log_write(level, "%s %s -> %d %s: %s addr=%s account=%lld",
-              req->info->request_method, req->info->local_uri, status, code,
-              message, req->info->remote_addr, (long long)req->who.account_id);
+              req->info->request_method, path, status, code, message,
+              req->info->remote_addr, (long long)req->who.account_id);
 }
 
 void api_send_error(struct api_request *req, const char *code, const char *fmt,
@@ -267,6 +272,69 @@ static int read_json_body(struct api_request *req)
         return -1;
     }
     return 0;
+}
+
+/* Replace every byte outside [A-Za-z0-9._-] with '_'. */
+static void ascii_filename(const char *in, char *out, size_t len)
+{
+    size_t n = 0;
+
+    for (; *in != '\0' && n + 1 < len; in++) {
+        char c = *in;
+        int keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                   (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+                   c == '-';
+        out[n++] = keep ? c : '_';
+    }
+    out[n] = '\0';
+    if (n == 0 || out[0] == '.')
+        snprintf(out, len, "download");
+}
+
+/* Percent-encode every byte outside the RFC 5987 attr-char set. */
+static void percent_filename(const char *in, char *out, size_t len)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+
+    for (const unsigned char *p = (const unsigned char *)in;
+         *p != '\0' && n + 4 < len; p++) {
+        int plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                    (*p >= '0' && *p <= '9') || strchr("!#$&+-.^_`|~", *p);
+        if (plain) {
+            out[n++] = (char)*p;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[*p >> 4];
+            out[n++] = hex[*p & 15];
+        }
+    }
+    out[n] = '\0';
+}
+
+void api_send_attachment_headers(struct api_request *req,
+                                 const char *content_type,
+                                 const char *filename, uint64_t length)
+{
+    char ascii[128], encoded[400], disposition[600], length_text[32];
+
+    ascii_filename(filename, ascii, sizeof(ascii));
+    percent_filename(filename, encoded, sizeof(encoded));
+    snprintf(disposition, sizeof(disposition),
+             "attachment; filename=\"%s\"; filename*=UTF-8''%s", ascii,
+             encoded);
+    snprintf(length_text, sizeof(length_text), "%llu",
+             (unsigned long long)length);
+
+    mg_response_header_start(req->conn, 200);
+    mg_response_header_add(req->conn, "Content-Type", content_type, -1);
+    mg_response_header_add(req->conn, "Content-Disposition", disposition,
+                           -1);
+    mg_response_header_add(req->conn, "Content-Length", length_text, -1);
+    mg_response_header_add(req->conn, "Cache-Control", "no-store", -1);
+    mg_response_header_add_lines(req->conn, HTTP_SECURITY_HEADERS);
+    mg_response_header_send(req->conn);
+    req->status = 200;
 }
 
 /* ---- the backend -------------------------------------------------------- */

@@ -73,6 +73,16 @@ void api_send_no_content(struct api_request *req);
 void api_send_error(struct api_request *req, const char *code, const char *fmt,
                     ...) __attribute__((format(printf, 3, 4)));
 
+/* Send the headers of a 200 file download: content_type, length, and a
+ * Content-Disposition attachment named filename, given twice as RFC 6266
+ * recommends. The plain `filename` has every byte outside [A-Za-z0-9._-]
+ * replaced by '_', so no quote, line break or path reaches the header,
+ * and `filename*` is percent-encoded UTF-8. The caller then writes
+ * exactly length bytes. */
+void api_send_attachment_headers(struct api_request *req,
+                                 const char *content_type,
+                                 const char *filename, uint64_t length);
+
 /* Read field name of the JSON body as a string. Returns 0 with *out set,
  * 1 when it is absent and optional, or -1 after sending 400 for a field
  * that is missing but required, or not a string. */
@@ -134,5 +144,8 @@ void api_model_billing_csv(struct api_request *req);
 void api_model_billing_pdf(struct api_request *req);
 void api_statement_csv(struct api_request *req);
 void api_statement_pdf(struct api_request *req);
+void api_model_weights(struct api_request *req);
+void api_model_share(struct api_request *req);
+void api_shared_weights(struct api_request *req);
 
 #endif

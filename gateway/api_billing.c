@@ -3,10 +3,8 @@
  * ledger, top-ups, operator credits, and billing report downloads.
  *
  * Reports arrive from the backend as base64 in a JSON response and leave
- * as the file itself. The download's name goes into Content-Disposition
- * twice, as RFC 6266 asks: a plain ASCII `filename` with every character
- * outside [A-Za-z0-9._-] replaced by '_' (so no quote, line break or path
- * can reach the header), and `filename*` percent-encoded in UTF-8.
+ * as the file itself, with the headers of api_send_attachment_headers,
+ * which sanitizes the download's name.
  */
 #include <civetweb.h>
 #include <sodium.h>
@@ -50,44 +48,6 @@ void api_admin_credit(struct api_request *req)
     api_forward(req, "billing.credit", args, 201);
 }
 
-/* Replace every byte outside [A-Za-z0-9._-] with '_'. */
-static void ascii_filename(const char *in, char *out, size_t len)
-{
-    size_t n = 0;
-
-    for (; *in != '\0' && n + 1 < len; in++) {
-        char c = *in;
-        int keep = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                   (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-                   c == '-';
-        out[n++] = keep ? c : '_';
-    }
-    out[n] = '\0';
-    if (n == 0 || out[0] == '.')
-        snprintf(out, len, "download");
-}
-
-/* Percent-encode every byte outside the RFC 5987 attr-char set. */
-static void percent_filename(const char *in, char *out, size_t len)
-{
-    static const char hex[] = "0123456789ABCDEF";
-    size_t n = 0;
-
-    for (const unsigned char *p = (const unsigned char *)in;
-         *p != '\0' && n + 4 < len; p++) {
-        int plain = (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                    (*p >= '0' && *p <= '9') || strchr("!#$&+-.^_`|~", *p);
-        if (plain) {
-            out[n++] = (char)*p;
-        } else {
-            out[n++] = '%';
-            out[n++] = hex[*p >> 4];
-            out[n++] = hex[*p & 15];
-        }
-    }
-    out[n] = '\0';
-}
-
 static void send_download(struct api_request *req, const cJSON *result)
 {
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(result,
@@ -95,7 +55,6 @@ static void send_download(struct api_request *req, const cJSON *result)
     const cJSON *name = cJSON_GetObjectItemCaseSensitive(result, "filename");
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(result,
                                                          "data_base64");
-    char ascii[128], encoded[400], disposition[600], length[32];
     unsigned char *bytes;
     size_t b64_len, max_len, len = 0;
 
@@ -115,23 +74,9 @@ static void send_download(struct api_request *req, const cJSON *result)
         return;
     }
 
-    ascii_filename(name->valuestring, ascii, sizeof(ascii));
-    percent_filename(name->valuestring, encoded, sizeof(encoded));
-    snprintf(disposition, sizeof(disposition),
-             "attachment; filename=\"%s\"; filename*=UTF-8''%s", ascii,
-             encoded);
-    snprintf(length, sizeof(length), "%zu", len);
-
-    mg_response_header_start(req->conn, 200);
-    mg_response_header_add(req->conn, "Content-Type", type->valuestring, -1);
-    mg_response_header_add(req->conn, "Content-Disposition", disposition,
-                           -1);
-    mg_response_header_add(req->conn, "Content-Length", length, -1);
-    mg_response_header_add(req->conn, "Cache-Control", "no-store", -1);
-    mg_response_header_add_lines(req->conn, HTTP_SECURITY_HEADERS);
-    mg_response_header_send(req->conn);
+    api_send_attachment_headers(req, type->valuestring, name->valuestring,
+                                len);
     mg_write(req->conn, bytes, len);
-    req->status = 200;
     free(bytes);
 }
 

@@ -56,6 +56,11 @@ const struct route api_routes[] = {
      ROUTE_USER, 0, 0},
     {"GET", "/api/v1/models/{id}/billing.pdf", api_model_billing_pdf,
      ROUTE_USER, 0, 0},
+    {"GET", "/api/v1/models/{id}/weights", api_model_weights, ROUTE_USER, 0,
+     0},
+    {"POST", "/api/v1/models/{id}/share", api_model_share, ROUTE_USER, 1, 1},
+    {"GET", "/api/v1/shared/{token}", api_shared_weights, ROUTE_PUBLIC, 0,
+     0},
     {"GET", "/api/v1/statement.csv", api_statement_csv, ROUTE_USER, 0, 0},
     {"GET", "/api/v1/statement.pdf", api_statement_pdf, ROUTE_USER, 0, 0},
     {NULL, NULL, NULL, ROUTE_PUBLIC, 0, 0},
@@ -79,9 +84,26 @@ static int parse_id(const char *segment, size_t n, int64_t *id)
     return 1;
 }
 
+/* 1 when a segment of n characters can be a share token: 1 to
+ * ROUTE_TOKEN_MAX characters of base64url and '.'. */
+static int is_token(const char *segment, size_t n)
+{
+    if (n == 0 || n > ROUTE_TOKEN_MAX)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = segment[i];
+        int ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                 (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.';
+        if (!ok)
+            return 0;
+    }
+    return 1;
+}
+
 int route_match(const char *pattern, const char *path, int64_t *id)
 {
     static const char id_segment[] = "{id}";
+    static const char token_segment[] = "{token}";
     int64_t found = 0;
 
     while (*pattern != '\0' && *path != '\0') {
@@ -103,6 +125,10 @@ int route_match(const char *pattern, const char *path, int64_t *id)
         if (pattern_len == sizeof(id_segment) - 1 &&
             memcmp(pattern, id_segment, pattern_len) == 0) {
             if (!parse_id(path, path_len, &found))
+                return 0;
+        } else if (pattern_len == sizeof(token_segment) - 1 &&
+                   memcmp(pattern, token_segment, pattern_len) == 0) {
+            if (!is_token(path, path_len))
                 return 0;
         } else if (pattern_len != path_len ||
                    memcmp(pattern, path, path_len) != 0) {

@@ -3,7 +3,9 @@
  * pattern with its handler and with the checks that api.c makes before
  * the handler runs: who may call it, whether a cookie session must send
  * its CSRF token, and whether it takes a JSON body. A pattern is a literal path
- * in which a segment "{id}" matches a positive decimal id.
+ * in which a segment "{id}" matches a positive decimal id and a segment
+ * "{token}" matches 1 to ROUTE_TOKEN_MAX characters of [A-Za-z0-9_.-],
+ * which the handler reads from the path itself.
  */
 #ifndef TRAINYARD_ROUTES_H
 #define TRAINYARD_ROUTES_H
@@ -34,6 +36,9 @@ extern const struct route api_routes[];
 /* Largest id a "{id}" segment matches: 2^53, the largest integer that
  * JSON numbers carry exactly. */
 #define ROUTE_ID_MAX 9007199254740992LL
+
+/* Maximum length of the path segment that a "{token}" segment matches. */
+#define ROUTE_TOKEN_MAX 512
 
 /* 1 when path matches pattern, with the value of its "{id}" segment in
  * *id (0 when the pattern has none); else 0. An id segment matches 1 to

@@ -14,19 +14,28 @@
  * a top-up and spends it at once from the balance, so the ledger shows
  * the payment and the charge side by side. If the start then fails (the
  * one-model rule, say), the payment stays in the balance.
+ *
+ * The weights ops read a model's newest checkpoint in pieces that fit in
+ * one protocol message, and sign and check share links (share.h).
  */
 #include "ops_training.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "ledger.h"
 #include "log.h"
 #include "payments.h"
 #include "sessions.h"
+#include "share.h"
 
 #define MODEL_NAME_MAX 100
 #define MODEL_ARGS_MAX 8192
@@ -653,12 +662,254 @@ static cJSON *op_progress_after(struct op_call *call)
     return result;
 }
 
+/* ---- Weights and share links ------------------------------------------ */
+
+/* Largest piece of a checkpoint that one models.weights_chunk returns:
+ * its base64 (about 700 KB) fits in PROTO_MESSAGE_MAX. */
+#define WEIGHTS_CHUNK_MAX (512 * 1024)
+#define SHARE_EXPIRES_MIN_S 60
+#define SHARE_EXPIRES_MAX_S 604800
+
+/* Read the "which" argument: "best" or "last". */
+static int require_which(struct op_call *call, const char **which)
+{
+    int rc = op_arg_string(call, "which", which);
+
+    if (rc == 1) {
+        op_error(call, "invalid_request",
+                 "field 'which' is required: \"best\" or \"last\"");
+        return -1;
+    }
+    if (rc != 0)
+        return -1;
+    if (strcmp(*which, "best") != 0 && strcmp(*which, "last") != 0) {
+        op_error(call, "invalid_request",
+                 "field 'which' is '%.20s'; use \"best\" or \"last\"",
+                 *which);
+        return -1;
+    }
+    return 0;
+}
+
+/* Find the newest session of model with weights/WHICH.ckpt and write its
+ * path; returns 1 when found, else 0. */
+static int find_checkpoint(struct op_call *call, int64_t model,
+                           const char *which, char *path, size_t len)
+{
+    sqlite3_stmt *stmt;
+    struct stat st;
+    int found = 0;
+
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           "SELECT id FROM sessions WHERE model_id = ?1 "
+                           "ORDER BY id DESC",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_int64(stmt, 1, model);
+    while (!found && sqlite3_step(stmt) == SQLITE_ROW) {
+        snprintf(path, len, "%s/runs/model-%lld/session-%lld/weights/%s.ckpt",
+                 call->be->data_dir, (long long)model,
+                 (long long)sqlite3_column_int64(stmt, 0), which);
+        found = stat(path, &st) == 0 && S_ISREG(st.st_mode);
+    }
+    sqlite3_finalize(stmt);
+    return found;
+}
+
+/* The model's name, copied into out; "" when it has none. */
+static void model_name(struct op_call *call, int64_t model, char *out,
+                       size_t len)
+{
+    sqlite3_stmt *stmt;
+
+    out[0] = '\0';
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           "SELECT name FROM models WHERE id = ?1", -1,
+                           &stmt, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_int64(stmt, 1, model);
+    if (sqlite3_step(stmt) == SQLITE_ROW &&
+        sqlite3_column_text(stmt, 0) != NULL)
+        snprintf(out, len, "%s", (const char *)sqlite3_column_text(stmt, 0));
+    sqlite3_finalize(stmt);
+}
+
+/* Args {model, which, offset}: up to WEIGHTS_CHUNK_MAX bytes of the
+ * newest checkpoint from offset, as {filename, content_type, size,
+ * offset, eof, data_base64}. */
+static cJSON *op_models_weights_chunk(struct op_call *call)
+{
+    char path[PATH_MAX], name[MODEL_NAME_MAX + 16], filename[160];
+    int64_t model, offset = 0;
+    const char *which;
+    unsigned char *bytes;
+    char *encoded;
+    struct stat st;
+    ssize_t got;
+    cJSON *result;
+    int fd;
+
+    if (need_account(call) != 0 || require_int64(call, "model", &model) ||
+        require_which(call, &which) != 0 ||
+        op_arg_int64(call, "offset", &offset) < 0)
+        return NULL;
+    if (!model_owned(call, model))
+        return model_not_found(call, model);
+    if (offset < 0)
+        return op_error(call, "invalid_request",
+                        "offset %lld is negative; start at 0",
+                        (long long)offset);
+    if (!find_checkpoint(call, model, which, path, sizeof(path)))
+        return op_error(call, "not_found",
+                        "model %lld has no %s checkpoint yet; train it first",
+                        (long long)model, which);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        if (fd >= 0)
+            close(fd);
+        log_error("cannot open checkpoint %s: %s model=%lld", path,
+                  strerror(errno), (long long)model);
+        return op_error(call, "internal", "cannot read the checkpoint");
+    }
+    if (offset > st.st_size)
+        offset = st.st_size;
+    bytes = malloc(WEIGHTS_CHUNK_MAX);
+    got = bytes != NULL ? pread(fd, bytes, WEIGHTS_CHUNK_MAX, (off_t)offset)
+                        : -1;
+    close(fd);
+    if (got < 0) {
+        free(bytes);
+        log_error("cannot read checkpoint %s at %lld: %s model=%lld", path,
+                  (long long)offset, strerror(errno), (long long)model);
+        return op_error(call, "internal", "cannot read the checkpoint");
+    }
+    encoded = malloc(sodium_base64_ENCODED_LEN(
+        (size_t)got, sodium_base64_VARIANT_ORIGINAL));
+    if (encoded == NULL) {
+        free(bytes);
+        return op_error(call, "internal", "out of memory");
+    }
+    sodium_bin2base64(encoded,
+                      sodium_base64_ENCODED_LEN(
+                          (size_t)got, sodium_base64_VARIANT_ORIGINAL),
+                      bytes, (size_t)got, sodium_base64_VARIANT_ORIGINAL);
+    free(bytes);
+
+    model_name(call, model, name, sizeof(name));
+    snprintf(filename, sizeof(filename), "%s-%s.ckpt",
+             name[0] != '\0' ? name : "model", which);
+    result = cJSON_CreateObject();
+    cJSON_AddStringToObject(result, "filename", filename);
+    cJSON_AddStringToObject(result, "content_type",
+                            "application/octet-stream");
+    cJSON_AddNumberToObject(result, "size", (double)st.st_size);
+    cJSON_AddNumberToObject(result, "offset", (double)offset);
+    cJSON_AddBoolToObject(result, "eof", offset + got >= st.st_size);
+    cJSON_AddStringToObject(result, "data_base64", encoded);
+    free(encoded);
+    return result;
+}
+
+/* Shortest expires_in_s that models.share_sign accepts. Tests may lower
+ * it with TRAINYARD_SHARE_TEST_MIN_S; production must not set it. */
+static int64_t share_expires_min_s(void)
+{
+    const char *text = getenv("TRAINYARD_SHARE_TEST_MIN_S");
+    long long value;
+
+    if (text != NULL && sscanf(text, "%lld", &value) == 1 && value >= 1 &&
+        value < SHARE_EXPIRES_MIN_S)
+        return value;
+    return SHARE_EXPIRES_MIN_S;
+}
+
+/* Args {model, which, expires_in_s}: {token, expires_at}. */
+static cJSON *op_models_share_sign(struct op_call *call)
+{
+    struct share_link link = {0};
+    char token[SHARE_TOKEN_MAX];
+    struct error err = {0};
+    int64_t model, expires_in_s, min_s = share_expires_min_s();
+    const char *which;
+    cJSON *result;
+
+    if (need_account(call) != 0 || require_int64(call, "model", &model) ||
+        require_which(call, &which) != 0 ||
+        require_int64(call, "expires_in_s", &expires_in_s))
+        return NULL;
+    if (!model_owned(call, model))
+        return model_not_found(call, model);
+    if (expires_in_s < min_s || expires_in_s > SHARE_EXPIRES_MAX_S)
+        return op_error(call, "invalid_request",
+                        "expires_in_s %lld is out of range; use %lld to %d "
+                        "seconds",
+                        (long long)expires_in_s, (long long)min_s,
+                        SHARE_EXPIRES_MAX_S);
+    link.model = model;
+    snprintf(link.which, sizeof(link.which), "%s", which);
+    link.expires_at = clock_realtime_ms() / 1000 + expires_in_s;
+    link.account = call->account_id;
+    if (share_sign(call->be->data_dir, &link, token, &err) != 0) {
+        log_error("cannot sign a share link: %s model=%lld", err.msg,
+                  (long long)model);
+        return op_error(call, "internal", "cannot sign the share link");
+    }
+    result = cJSON_CreateObject();
+    cJSON_AddStringToObject(result, "token", token);
+    cJSON_AddNumberToObject(result, "expires_at", (double)link.expires_at);
+    sodium_memzero(token, sizeof(token));
+    log_info("share link signed account=%lld model=%lld which=%s",
+             (long long)call->account_id, (long long)model, which);
+    return result;
+}
+
+/* Args {token}: {model, which, account} of a valid, unexpired link whose
+ * model its signer still owns. Needs no account. */
+static cJSON *op_models_share_verify(struct op_call *call)
+{
+    struct share_link link = {0};
+    struct error err = {0};
+    const char *token;
+    cJSON *result;
+    int rc;
+
+    rc = op_arg_string(call, "token", &token);
+    if (rc == 1)
+        return op_error(call, "invalid_request", "field 'token' is required");
+    if (rc != 0)
+        return NULL;
+    rc = share_verify(call->be->data_dir, token, clock_realtime_ms() / 1000,
+                      &link, &err);
+    if (rc == -ETIME)
+        return op_error(call, "link_expired", "%s", err.msg);
+    if (rc == -EBADMSG)
+        return op_error(call, "not_found", "no such share link");
+    if (rc != 0) {
+        log_error("cannot check a share link: %s", err.msg);
+        return op_error(call, "internal", "cannot check the share link");
+    }
+    /* The signer's ownership is checked again, so deleting the model
+     * ends its links. */
+    struct op_call owner = *call;
+    owner.account_id = link.account;
+    if (!model_owned(&owner, link.model))
+        return op_error(call, "not_found", "no such share link");
+    result = cJSON_CreateObject();
+    cJSON_AddNumberToObject(result, "model", (double)link.model);
+    cJSON_AddStringToObject(result, "which", link.which);
+    cJSON_AddNumberToObject(result, "account", (double)link.account);
+    return result;
+}
+
 const struct proto_op proto_training_ops[] = {
     {"datasets.list", op_datasets_list},
     {"models.create", op_models_create},
     {"models.list", op_models_list},
     {"models.get", op_models_get},
     {"models.delete", op_models_delete},
+    {"models.weights_chunk", op_models_weights_chunk},
+    {"models.share_sign", op_models_share_sign},
+    {"models.share_verify", op_models_share_verify},
     {"training.quote", op_training_quote},
     {"training.start", op_training_start},
     {"training.stop", op_training_stop},
