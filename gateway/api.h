@@ -69,7 +69,7 @@ int api_status_for_code(const char *code);
 void api_send_json(struct api_request *req, int status, const cJSON *body);
 void api_send_no_content(struct api_request *req);
 /* Send error code, with the HTTP status from api_status_for_code and a
- * message that says what to do. */
+ * message that names the next step for the user. */
 void api_send_error(struct api_request *req, const char *code, const char *fmt,
                     ...) __attribute__((format(printf, 3, 4)));
 

@@ -22,9 +22,9 @@ struct proto_conn {
     int close_after_reply; /* set when the peer must be disconnected */
 };
 
-/* One request as an op handler sees it. The gateway, which the shared
+/* One request, as passed to an op handler. The gateway, which the shared
  * secret authenticates, names the signed-in account in the envelope's
- * "account" field; 0 means no account. */
+ * "account" field, and 0 means no account. */
 struct op_call {
     struct backend *be;
     int64_t account_id;
