@@ -321,6 +321,25 @@ int auth_account_find_email(struct store *st, const char *email,
     return rc;
 }
 
+int auth_account_require_admin(struct store *st, int64_t admin_id,
+                               const char *action, struct error *err)
+{
+    struct auth_account admin;
+    int rc = auth_account_get(st, admin_id, &admin, err);
+
+    if (rc != 0)
+        return rc;
+    if (strcmp(admin.role, "admin") != 0) {
+        log_warn("admin action rejected account=%lld action=\"%s\"",
+                 (long long)admin_id, action);
+        return error_set(err, -EPERM,
+                         "account %lld is not an admin; only an admin can "
+                         "%s",
+                         (long long)admin_id, action);
+    }
+    return 0;
+}
+
 int auth_account_set_plan(struct store *st, int64_t id, const char *plan,
                           struct auth_account *out, struct error *err)
 {

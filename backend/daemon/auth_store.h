@@ -109,6 +109,10 @@ int auth_account_create(struct store *st, const char *email,
                         struct error *err);
 int auth_account_get(struct store *st, int64_t id, struct auth_account *out,
                      struct error *err);
+/* Check that admin_id is an admin account: -EPERM naming the action
+ * ("grant credit", ...) when it is not, -ENOENT when it does not exist. */
+int auth_account_require_admin(struct store *st, int64_t admin_id,
+                               const char *action, struct error *err);
 /* Read the account with this email, compared case-insensitively. */
 int auth_account_find_email(struct store *st, const char *email,
                             struct auth_account *out, struct error *err);

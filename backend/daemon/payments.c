@@ -18,7 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "accounts.h"
+#include "auth_store.h"
 #include "log.h"
 
 #define CARD_DIGITS_MIN 12
@@ -435,7 +435,7 @@ int payments_credit(struct store *st, int64_t admin_id, int64_t account_id,
     rc = store_begin(st, err);
     if (rc != 0)
         return rc;
-    rc = accounts_require_admin(st, admin_id, "grant credit", err);
+    rc = auth_account_require_admin(st, admin_id, "grant credit", err);
     if (rc == 0)
         rc = ledger_append_tx(st, &e, &id, &duplicate, err);
     if (rc == 0)

@@ -20,7 +20,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "accounts.h"
+#include "auth_store.h"
 #include "clock.h"
 #include "fsutil.h"
 #include "ledger.h"
@@ -857,13 +857,13 @@ int report_model(struct store *st, int64_t account_id, int64_t model_id,
                  struct error *err)
 {
     struct document doc = {0};
-    struct account account;
+    struct auth_account account;
     sqlite3_stmt *stmt;
     char name[256];
     int rc;
 
     memset(out, 0, sizeof(*out));
-    rc = accounts_get(st, account_id, &account, err);
+    rc = auth_account_get(st, account_id, &account, err);
     if (rc == 0)
         rc = read_model_name(st, account_id, model_id, name, sizeof(name), err);
     if (rc != 0)
@@ -944,7 +944,7 @@ int report_statement(struct store *st, int64_t account_id, int64_t from_ms,
                      struct report *out, struct error *err)
 {
     struct document doc = {.statement = 1};
-    struct account account;
+    struct auth_account account;
     sqlite3_stmt *stmt;
     char from_text[80], to_text[80];
     int64_t before;
@@ -956,7 +956,7 @@ int report_statement(struct store *st, int64_t account_id, int64_t from_ms,
                          "statement period %lld to %lld ms is invalid; pass "
                          "Unix ms with from before to, or 0 for an open end",
                          (long long)from_ms, (long long)to_ms);
-    rc = accounts_get(st, account_id, &account, err);
+    rc = auth_account_get(st, account_id, &account, err);
     if (rc == 0)
         rc = balance_before(st, account_id, from_ms, &before, err);
     if (rc != 0)

@@ -31,7 +31,7 @@
 
 #include <cjson/cJSON.h>
 
-#include "daemon/accounts.h"
+#include "daemon/auth_store.h"
 #include "daemon/instances.h"
 #include "daemon/proto.h"
 #include "embedded.h"
@@ -99,7 +99,6 @@ static void make_data_dir(void)
 static void open_backend(struct backend *be)
 {
     struct error err = {0};
-    int64_t id;
 
     memset(be, 0, sizeof(*be));
     strcpy(be->secret, SECRET);
@@ -108,11 +107,12 @@ static void open_backend(struct backend *be)
     be->data_dir = data_dir;
     if (store_open(&be->store, ":memory:", schema_sql, &err) != 0)
         abort();
-    if (accounts_create(&be->store, "admin@example.com", NULL, "admin",
-                        "pro", &id, &err) != 0 || id != 1)
+    struct auth_account made;
+    if (auth_account_create(&be->store, "admin@example.com", NULL, "admin",
+                            "pro", &made, &err) != 0 || made.id != 1)
         abort();
-    if (accounts_create(&be->store, "user@example.com", NULL, "user",
-                        "free", &id, &err) != 0 || id != 2)
+    if (auth_account_create(&be->store, "user@example.com", NULL, "user",
+                            "free", &made, &err) != 0 || made.id != 2)
         abort();
     /* The default instance type, and one data set for models.create. */
     if (instances_sync(&be->store, &be->config, &err) != 0)
