@@ -28,9 +28,37 @@
 #include "image.h"
 #include "log.h"
 
-/* Maximum depth of subfolders below a class folder. It stops symbolic
- * link loops, which stat() follows. */
+/* Maximum depth of subfolders below a class folder. Loops through
+ * symbolic links, which stat() follows, are caught before this by the
+ * folder identities in struct folder_path. */
 #define MAX_FOLDER_DEPTH 16
+
+/* The folders from a class folder down to the one being walked, by
+ * device and inode: a folder that is its own ancestor is a symbolic link
+ * loop. Without this check two links to "." would make a walk visit
+ * 2^MAX_FOLDER_DEPTH folders. */
+struct folder_path {
+    dev_t dev[MAX_FOLDER_DEPTH + 2];
+    ino_t ino[MAX_FOLDER_DEPTH + 2];
+    int depth;
+};
+
+/* Push the folder at full onto path; returns 1 when it is already an
+ * ancestor (a loop) or cannot be read, else 0. */
+static int folder_enter(struct folder_path *path, const char *full)
+{
+    struct stat st;
+
+    if (stat(full, &st) != 0 || path->depth >= MAX_FOLDER_DEPTH + 2)
+        return 1;
+    for (int i = 0; i < path->depth; i++)
+        if (path->dev[i] == st.st_dev && path->ino[i] == st.st_ino)
+            return 1;
+    path->dev[path->depth] = st.st_dev;
+    path->ino[path->depth] = st.st_ino;
+    path->depth++;
+    return 0;
+}
 
 struct dataset_cls_state {
     pthread_mutex_t lock;
@@ -274,6 +302,7 @@ struct class_walk {
     struct sample_list *list;
     int label;
     size_t files_seen; /* regular files found, usable or not */
+    struct folder_path path;
 };
 
 static int walk_folder(struct class_walk *walk, const char *rel, int depth);
@@ -348,12 +377,21 @@ static int walk_folder(struct class_walk *walk, const char *rel, int depth)
 
     if (full == NULL)
         return -ENOMEM;
+    if (folder_enter(&walk->path, full)) {
+        free(full);
+        return add_problem(walk->ds, DATASET_PROBLEM_TOO_DEEP, rel,
+                           "folder skipped",
+                           "a symbolic link loop: the folder is one of "
+                           "its own parents");
+    }
     n = scandir(full, &entries, filter_visible, compare_names);
     free(full);
-    if (n < 0)
+    if (n < 0) {
+        walk->path.depth--;
         return add_problem(walk->ds, DATASET_PROBLEM_UNREADABLE, rel,
                            "folder skipped", "cannot list the folder: %s",
                            strerror(errno));
+    }
 
     for (int i = 0; i < n && rc == 0; i++) {
         char *child = join_path(rel, entries[i]->d_name);
@@ -366,16 +404,22 @@ static int walk_folder(struct class_walk *walk, const char *rel, int depth)
         free(child);
     }
     free_entries(entries, n);
+    walk->path.depth--;
     return rc;
 }
 
 /* Count the visible regular files below a folder, for the report of a
  * class that is skipped as a whole. */
-static size_t count_files(const char *full, int depth)
+static size_t count_files(const char *full, int depth,
+                          struct folder_path *path)
 {
     struct dirent **entries = NULL;
     size_t total = 0;
-    int n = scandir(full, &entries, filter_visible, compare_names);
+    int n;
+
+    if (folder_enter(path, full))
+        return 0;
+    n = scandir(full, &entries, filter_visible, compare_names);
 
     for (int i = 0; i < n; i++) {
         char *child = join_path(full, entries[i]->d_name);
@@ -383,7 +427,7 @@ static size_t count_files(const char *full, int depth)
 
         if (child != NULL && stat(child, &st) == 0) {
             if (S_ISDIR(st.st_mode) && depth < MAX_FOLDER_DEPTH)
-                total += count_files(child, depth + 1);
+                total += count_files(child, depth + 1, path);
             else if (S_ISREG(st.st_mode))
                 total++;
         }
@@ -391,6 +435,7 @@ static size_t count_files(const char *full, int depth)
     }
     if (n > 0)
         free_entries(entries, n);
+    path->depth--;
     return total;
 }
 
@@ -477,7 +522,7 @@ static int find_class(const struct dataset_cls *ds, const char *name)
 static int scan_class(struct dataset_cls *ds, struct sample_list *list,
                       const char *split, int label, const char *action)
 {
-    struct class_walk walk = {ds, list, label, 0};
+    struct class_walk walk = {ds, list, label, 0, {.depth = 0}};
     size_t before = list->count;
     char *rel = join_path(split, ds->class_names[label]);
     int rc;
@@ -550,7 +595,8 @@ static int report_unknown_class(struct dataset_cls *ds, const char *split,
     int rc = -ENOMEM;
 
     if (full != NULL) {
-        size_t files = count_files(full, 0);
+        struct folder_path path = {.depth = 0};
+        size_t files = count_files(full, 0, &path);
         char action[64];
 
         snprintf(action, sizeof(action), "its %zu file(s) skipped", files);

@@ -693,6 +693,33 @@ static void two_classes_without_val_scan(void **state)
     dataset_cls_free(ds);
 }
 
+/* Two links to "." in a class folder once made the scan visit 2^16
+ * folders (found by fuzzing). Each link is now one report entry. */
+static void symlink_loop_reported_once(void **state)
+{
+    char link_path[512];
+    struct dataset_cls *ds;
+
+    (void)state;
+    make_folder("train");
+    make_folder("train/a");
+    make_folder("train/b");
+    write_png_rgb("train/a/1.png", 2, 2, red);
+    write_png_rgb("train/b/1.png", 2, 2, green);
+    for (int i = 0; i < 2; i++) {
+        snprintf(link_path, sizeof(link_path), "%s/train/a/loop%d", root, i);
+        assert_int_equal(symlink(".", link_path), 0);
+    }
+    ds = scan_ok(NULL);
+    assert_int_equal(ds->splits[DATASET_CLS_TRAIN].count, 2);
+    size_t loops = 0;
+    for (size_t i = 0; i < ds->problem_count; i++)
+        if (strstr(ds->problems[i].problem, "symbolic link loop") != NULL)
+            loops++;
+    assert_int_equal(loops, 2);
+    dataset_cls_free(ds);
+}
+
 #define FIXTURE_TEST(f) \
     cmocka_unit_test_setup_teardown(f, setup_fixture, teardown_root)
 #define EMPTY_TEST(f) \
@@ -718,6 +745,7 @@ int main(void)
         EMPTY_TEST(one_usable_class_fails),
         EMPTY_TEST(no_usable_images_fails),
         EMPTY_TEST(two_classes_without_val_scan),
+        EMPTY_TEST(symlink_loop_reported_once),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
