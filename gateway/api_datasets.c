@@ -2,7 +2,7 @@
  * REST endpoints for data set uploads, reports and deletion.
  *
  * POST /api/v1/datasets?name=NAME&task=classify takes the zip archive as
- * the raw body, and the gateway never holds all of it. The handler reads
+ * the raw body, and the gateway never has all of it in memory. The handler reads
  * pieces of DATASET_PIECE bytes and sends each as one
  * datasets.upload_chunk. It waits for the backend's response before it
  * reads the next piece, so the gateway's memory stays bounded and the

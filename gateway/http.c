@@ -1,5 +1,5 @@
 /*
- * civetweb setup. civetweb serves the UI folder itself: it answers
+ * civetweb setup. civetweb serves the UI folder itself: it replies to
  * conditional requests with ETags, rejects paths that leave the folder,
  * and lists no folders. Everything under /api/v1/ goes to api_handle
  * (api.c), which responds with JSON only, except the live progress

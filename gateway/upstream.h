@@ -33,7 +33,7 @@ int upstream_ready(void);
 
 /* Send request op with args (may be NULL; not consumed) and wait up to
  * timeout_ms. On 0, *response is the backend's response object (caller
- * deletes it), whose "ok" field says whether the op succeeded. Fails with
+ * deletes it), whose "ok" field is true when the op succeeded. Fails with
  * -ENOTCONN when the backend is not connected or the connection drops, and
  * -ETIMEDOUT when no response came in time. */
 int upstream_call(const char *op, const cJSON *args, int timeout_ms,

@@ -20,7 +20,7 @@
  *   lets gradient accumulation over several batches work unchanged.
  * - A gradient pointer that is NULL is not computed (for example dx of the
  *   first layer).
- * - Nothing allocates per call except where a function's comment says so;
+ * - Nothing allocates per call except where a function's comment states it;
  *   scratch memory comes from the kctx workspace.
  * - Operations are deterministic for a given thread count: no atomics on
  *   floats in reductions on the CPU.

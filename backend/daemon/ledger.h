@@ -8,7 +8,7 @@
  * resume could write twice carries an idempotency key under a UNIQUE
  * constraint, so the second write is a no-op that reports the first.
  *
- * Functions named *_tx run inside a transaction the caller holds (BEGIN
+ * Functions named *_tx run inside a transaction the caller has open (BEGIN
  * IMMEDIATE), so that a charge and the state change it belongs to commit
  * together; the others open and commit their own.
  */

@@ -18,7 +18,7 @@
  *
  * Programs linked without device_cuda.o (every build without nvcc, and
  * the sanitizer builds) still accept device=0 and fail with a message that
- * says how to get a build with CUDA support.
+ * names how to get a build with CUDA support.
  */
 #ifndef TRAINYARD_DEVICE_H
 #define TRAINYARD_DEVICE_H

@@ -2,7 +2,7 @@
  * Classification training (see trainer.h). Exact resume rests on three
  * rules: the data order of an epoch is a shuffle seeded by (seed, epoch);
  * an image's augmentation is seeded by (seed, epoch, image index); and a
- * checkpoint holds every number the loop carries between batches
+ * checkpoint contains every number the loop carries between batches
  * (weights, EMA, pending gradients, optimizer state, counters, the
  * unfinished epoch's loss sum). A run stopped after batch b of epoch e
  * therefore continues with batch b + 1 exactly as if it had not stopped.

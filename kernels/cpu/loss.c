@@ -10,7 +10,7 @@
  * taken around the row's maximum so that exp cannot overflow. The
  * gradient of the batch mean is (softmax - onehot) / n.
  * BCE with logits: max(x, 0) - x t + log(1 + exp(-|x|)), where exp only
- * sees values <= 0. Its gradient is sigmoid(x) - t.
+ * gets values <= 0. Its gradient is sigmoid(x) - t.
  */
 #include "cpu.h"
 
