@@ -155,6 +155,24 @@ void cpu_channel_copy_in(struct kctx *ctx, const struct channel_slice *s,
 void cpu_channel_copy_out(struct kctx *ctx, const struct channel_slice *s,
                           const float *whole, float *part, int accumulate);
 
+/* ---- Slices across channels and positions ------------------------------
+ * A generalization of the channel slice: part [n, c_part, hw_part] is
+ * the block of whole [n, c_whole, hw_whole] at channels c_off ..
+ * c_off + c_part - 1 and positions hw_off .. hw_off + hw_part - 1. The
+ * Detect head uses it to place each level's maps [n, c, h * w] in its
+ * output [n, no, anchors]. */
+struct tensor_slice {
+    int n;
+    int c_whole, c_part, c_off;
+    int hw_whole, hw_part, hw_off;
+};
+/* whole block = part (accumulate = 0) or += part (1). */
+void cpu_slice_copy_in(struct kctx *ctx, const struct tensor_slice *s,
+                       const float *part, float *whole, int accumulate);
+/* part = whole block (accumulate = 0) or += (1). */
+void cpu_slice_copy_out(struct kctx *ctx, const struct tensor_slice *s,
+                        const float *whole, float *part, int accumulate);
+
 /* ---- Linear ------------------------------------------------------------
  * y[n, o] = b[o] + sum_i x[n, i] * w[o, i]; w has shape [out, in]. */
 void cpu_linear_forward(struct kctx *ctx, int n, int in, int out,

@@ -310,7 +310,7 @@ static int spec_from_json(const cJSON *o, struct model_spec *spec)
             else
                 l->kind = (enum layer_kind)v->valueint;
         }
-        if (l->kind < LAYER_CONV || l->kind > LAYER_CLASSIFY)
+        if (l->kind < LAYER_CONV || l->kind > LAYER_DETECT)
             return -1;
         for (int j = 0; j < l->nfrom; j++)
             if (l->from[j] < -1 || l->from[j] >= i)

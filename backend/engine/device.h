@@ -105,6 +105,10 @@ struct kernel_ops {
                             const float *part, float *whole, int accumulate);
     void (*channel_copy_out)(struct kctx *ctx, const struct channel_slice *s,
                              const float *whole, float *part, int accumulate);
+    void (*slice_copy_in)(struct kctx *ctx, const struct tensor_slice *s,
+                          const float *part, float *whole, int accumulate);
+    void (*slice_copy_out)(struct kctx *ctx, const struct tensor_slice *s,
+                           const float *whole, float *part, int accumulate);
     void (*linear_forward)(struct kctx *ctx, int n, int in, int out,
                            const float *x, const float *w, const float *b,
                            float *y);

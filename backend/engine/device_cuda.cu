@@ -106,6 +106,8 @@ static struct kernel_ops make_ops(void)
     ops.upsample_nearest_backward = cuda_upsample_nearest_backward;
     ops.channel_copy_in = cuda_channel_copy_in;
     ops.channel_copy_out = cuda_channel_copy_out;
+    ops.slice_copy_in = cuda_slice_copy_in;
+    ops.slice_copy_out = cuda_slice_copy_out;
     ops.linear_forward = cuda_linear_forward;
     ops.linear_backward = cuda_linear_backward;
     ops.softmax_xent_forward_backward = cuda_softmax_xent_forward_backward;

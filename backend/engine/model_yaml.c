@@ -276,6 +276,13 @@ static int read_row(yaml_document_t *doc, yaml_node_t *row, int index,
         ls->kind = LAYER_CLASSIFY;
         bad |= arg_int(doc, args, 0, spec->classes, spec->classes, &ls->c2);
         snprintf(spec->task, sizeof(spec->task), "classify");
+    } else if (strcmp(module, "Detect") == 0) {
+        ls->kind = LAYER_DETECT;
+        bad |= arg_int(doc, args, 0, spec->classes, spec->classes, &ls->c2);
+        /* The file's nc is replaced by the data set's class count, as
+         * Ultralytics does when nc differs. */
+        ls->c2 = spec->classes;
+        snprintf(spec->task, sizeof(spec->task), "detect");
     } else if (strcmp(module, "nn.Upsample") == 0 ||
                strcmp(module, "Upsample") == 0) {
         ls->kind = LAYER_UPSAMPLE;
@@ -285,14 +292,19 @@ static int read_row(yaml_document_t *doc, yaml_node_t *row, int index,
     } else {
         return error_set(err, -ENOTSUP,
                          "layer %d: module '%s' is not supported; supported "
-                         "are Conv, C2f, SPPF, Classify, nn.Upsample and "
-                         "Concat",
+                         "are Conv, C2f, SPPF, Classify, Detect, "
+                         "nn.Upsample and Concat",
                          index, module);
     }
     if (bad)
         return error_set(err, -EINVAL, "layer %d (%s): invalid args", index,
                          module);
-    if (ls->kind != LAYER_CONCAT && ls->nfrom != 1)
+    if (ls->kind == LAYER_DETECT && ls->nfrom > DET_LEVELS_MAX)
+        return error_set(err, -EINVAL,
+                         "layer %d (Detect): at most %d input levels", index,
+                         DET_LEVELS_MAX);
+    if (ls->kind != LAYER_CONCAT && ls->kind != LAYER_DETECT &&
+        ls->nfrom != 1)
         return error_set(err, -EINVAL,
                          "layer %d (%s): takes exactly one input", index,
                          module);
@@ -461,10 +473,16 @@ int model_spec_load(const char *name, const char *scale, int classes,
     }
     spec->nlayers = index;
     yaml_document_delete(&doc);
-    if (rc == 0 && spec->layers[index - 1].kind != LAYER_CLASSIFY)
+    for (int i = 0; rc == 0 && i < index - 1; i++)
+        if (spec->layers[i].kind == LAYER_CLASSIFY ||
+            spec->layers[i].kind == LAYER_DETECT)
+            rc = error_set(err, -EINVAL,
+                           "%s: layer %d: Classify and Detect must be the "
+                           "last layer",
+                           path, i);
+    if (rc == 0 && spec->layers[index - 1].kind != LAYER_CLASSIFY &&
+        spec->layers[index - 1].kind != LAYER_DETECT)
         rc = error_set(err, -ENOTSUP,
-                       "%s: only classification models (ending in "
-                       "Classify) can be trained so far",
-                       path);
+                       "%s: the last layer must be Classify or Detect", path);
     return rc;
 }

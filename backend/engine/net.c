@@ -1,6 +1,7 @@
 /*
  * Building networks and running their forward and backward passes. Each
- * module (Conv, Bottleneck, C2f, SPPF, Classify, Upsample, Concat) follows
+ * module (Conv, Bottleneck, C2f, SPPF, Classify, Detect, Upsample,
+ * Concat) follows
  * Ultralytics' definition of the same name; see net.h for the memory and
  * gradient rules.
  *
@@ -713,6 +714,273 @@ static void classify_backward(struct net *net, struct layer *l,
     convbn_backward(net, &m->conv, x, dx);
 }
 
+static int layer_input_shape(const struct net *net, int from, int *c, int *h,
+                             int *w);
+static const float *layer_input(const struct net *net, int from);
+static float *layer_input_grad(const struct net *net, int from);
+static void release(struct net *net, void *ptr);
+static void convbn_free(struct net *net, struct convbn *cv);
+
+/* ---- Detect --------------------------------------------------------------
+ * Branch widths follow Ultralytics: the box branch has max(16, ch0 / 4,
+ * 4 * reg_max) channels and the class branch max(ch0, min(nc, 100)),
+ * where ch0 is the channel count of the first (finest) level. Parameters
+ * are registered box branches first, then class branches, as PyTorch
+ * names them ("model.22.cv2.0.0.conv.weight", ...,
+ * "model.22.cv3.2.2.bias").
+ *
+ * Initial biases: 1.0 for the box distributions, and log(5 / nc /
+ * (640 / stride)^2) for the classes, which Ultralytics' Detect.bias_init
+ * sets so that each class starts with a prior of about 5 objects per
+ * 640-pixel image. */
+
+struct pending_bias_conv {
+    struct conv_bias *conv;
+    int weight, bias;
+};
+static struct pending_bias_conv *pending_bias;
+static int npending_bias, cap_pending_bias;
+
+static void conv_bias_build(struct build *b, struct conv_bias *cv,
+                            const char *prefix, int c_in, int h, int w,
+                            int c_out, float bias_value)
+{
+    char name[NET_NAME_MAX];
+    size_t out_size, wsize = (size_t)c_out * (size_t)c_in;
+    int weight, bias;
+
+    memset(cv, 0, sizeof(*cv));
+    cv->shape.n = b->net->max_batch;
+    cv->shape.c_in = c_in;
+    cv->shape.h = h;
+    cv->shape.w = w;
+    cv->shape.c_out = c_out;
+    cv->shape.k = 1;
+    cv->shape.stride = 1;
+    cv->shape.pad = 0;
+    cv->shape.groups = 1;
+    if (conv2d_shape_init(&cv->shape) != 0) {
+        b->failed = 1;
+        return;
+    }
+    name_join(name, prefix, "weight");
+    weight = add_param(b, name, wsize, PARAM_WEIGHT);
+    name_join(name, prefix, "bias");
+    bias = add_param(b, name, (size_t)c_out, PARAM_BIAS);
+    if (b->failed)
+        return;
+    init_uniform(b, b->net->params[weight].data, wsize,
+                 1.0f / sqrtf((float)c_in));
+    fill(b, b->net->params[bias].data, (size_t)c_out, bias_value);
+
+    out_size = (size_t)b->net->max_batch * (size_t)c_out * (size_t)h *
+               (size_t)w;
+    cv->y = alloc_floats(b, out_size);
+    cv->dy = alloc_grad(b, out_size);
+
+    if (npending_bias == cap_pending_bias) {
+        int cap = cap_pending_bias ? cap_pending_bias * 2 : 16;
+        struct pending_bias_conv *grown =
+            realloc(pending_bias, (size_t)cap * sizeof(*grown));
+        if (grown == NULL) {
+            b->failed = 1;
+            return;
+        }
+        pending_bias = grown;
+        cap_pending_bias = cap;
+    }
+    pending_bias[npending_bias].conv = cv;
+    pending_bias[npending_bias].weight = weight;
+    pending_bias[npending_bias].bias = bias;
+    npending_bias++;
+}
+
+static void resolve_bias_pointers(struct net *net)
+{
+    for (int i = 0; i < npending_bias; i++) {
+        pending_bias[i].conv->weight = &net->params[pending_bias[i].weight];
+        pending_bias[i].conv->bias = &net->params[pending_bias[i].bias];
+    }
+    free(pending_bias);
+    pending_bias = NULL;
+    npending_bias = cap_pending_bias = 0;
+}
+
+static int detect_build(struct build *b, struct layer *l, const char *prefix,
+                        int classes, struct error *err)
+{
+    struct net *net = b->net;
+    struct detect *d = calloc(1, sizeof(*d));
+    int c[DET_LEVELS_MAX], h[DET_LEVELS_MAX], w[DET_LEVELS_MAX];
+    int strides[DET_LEVELS_MAX];
+    char name[NET_NAME_MAX];
+
+    if (d == NULL)
+        return error_set(err, -ENOMEM, "out of memory building Detect");
+    l->u.detect = d;
+    for (int i = 0; i < l->nfrom; i++) {
+        layer_input_shape(net, l->from[i], &c[i], &h[i], &w[i]);
+        if (h[i] < 1 || net->in_h % h[i] != 0 || net->in_w % w[i] != 0 ||
+            net->in_h / h[i] != net->in_w / w[i])
+            return error_set(err, -EINVAL,
+                             "Detect input %d is %dx%d, which does not "
+                             "divide the image size %dx%d; use an image "
+                             "size that is a multiple of 32",
+                             i, h[i], w[i], net->in_h, net->in_w);
+        strides[i] = net->in_h / h[i];
+    }
+    if (det_layout_init(&d->layout, classes, net->in_h, net->in_w, strides,
+                        l->nfrom) != 0)
+        return error_set(err, -EINVAL, "invalid Detect layout");
+
+    int reg = d->layout.reg_max;
+    int c_box = c[0] / 4 > 16 ? c[0] / 4 : 16;
+    int c_cls = classes < 100 ? classes : 100;
+    if (c_box < 4 * reg)
+        c_box = 4 * reg;
+    if (c_cls < c[0])
+        c_cls = c[0];
+
+    for (int i = 0; i < l->nfrom; i++) {
+        char branch[NET_NAME_MAX];
+        snprintf(branch, sizeof(branch), "%s.cv2.%d", prefix, i);
+        name_join(name, branch, "0");
+        convbn_build(b, &d->box_a[i], name, c[i], h[i], w[i], c_box, 3, 1, 1,
+                     1);
+        name_join(name, branch, "1");
+        convbn_build(b, &d->box_b[i], name, c_box, h[i], w[i], c_box, 3, 1,
+                     1, 1);
+        name_join(name, branch, "2");
+        conv_bias_build(b, &d->box_c[i], name, c_box, h[i], w[i], 4 * reg,
+                        1.0f);
+    }
+    for (int i = 0; i < l->nfrom; i++) {
+        char branch[NET_NAME_MAX];
+        double cells = 640.0 / strides[i];
+        float prior = (float)log(5.0 / classes / (cells * cells));
+        snprintf(branch, sizeof(branch), "%s.cv3.%d", prefix, i);
+        name_join(name, branch, "0");
+        convbn_build(b, &d->cls_a[i], name, c[i], h[i], w[i], c_cls, 3, 1, 1,
+                     1);
+        name_join(name, branch, "1");
+        convbn_build(b, &d->cls_b[i], name, c_cls, h[i], w[i], c_cls, 3, 1,
+                     1, 1);
+        name_join(name, branch, "2");
+        conv_bias_build(b, &d->cls_c[i], name, c_cls, h[i], w[i], classes,
+                        prior);
+    }
+
+    size_t size = (size_t)net->max_batch * (size_t)det_outputs(&d->layout) *
+                  (size_t)d->layout.anchors;
+    d->pred = alloc_floats(b, size);
+    d->dpred = alloc_grad(b, size);
+    l->c = det_outputs(&d->layout);
+    l->h = 1;
+    l->w = d->layout.anchors;
+    l->out = d->pred;
+    l->dout = d->dpred;
+    return 0;
+}
+
+/* The block of pred that level i's box (box = 1) or class maps fill. */
+static struct tensor_slice detect_slice(const struct net *net,
+                                        const struct detect *d, int i,
+                                        int box)
+{
+    const struct det_layout *lay = &d->layout;
+    struct tensor_slice s;
+
+    s.n = net->batch;
+    s.c_whole = det_outputs(lay);
+    s.c_part = box ? 4 * lay->reg_max : lay->nc;
+    s.c_off = box ? 0 : 4 * lay->reg_max;
+    s.hw_whole = lay->anchors;
+    s.hw_part = lay->h[i] * lay->w[i];
+    s.hw_off = lay->first[i];
+    return s;
+}
+
+static void conv_bias_forward(struct net *net, struct conv_bias *cv,
+                              const float *x)
+{
+    struct conv2d_shape s = cv->shape;
+
+    s.n = net->batch;
+    net->ops->conv2d_forward(net->ctx, &s, x, cv->weight->data,
+                             cv->bias->data, cv->y);
+}
+
+static void conv_bias_backward(struct net *net, struct conv_bias *cv,
+                               const float *x, float *dx)
+{
+    struct conv2d_shape s = cv->shape;
+
+    s.n = net->batch;
+    net->ops->conv2d_backward(net->ctx, &s, x, cv->weight->data, cv->dy, dx,
+                              cv->weight->grad, cv->bias->grad);
+}
+
+static void detect_forward(struct net *net, struct layer *l, int train)
+{
+    struct detect *d = l->u.detect;
+
+    for (int i = 0; i < l->nfrom; i++) {
+        const float *x = layer_input(net, l->from[i]);
+        struct tensor_slice s;
+
+        convbn_forward(net, &d->box_a[i], x, train);
+        convbn_forward(net, &d->box_b[i], d->box_a[i].y, train);
+        conv_bias_forward(net, &d->box_c[i], d->box_b[i].y);
+        s = detect_slice(net, d, i, 1);
+        net->ops->slice_copy_in(net->ctx, &s, d->box_c[i].y, d->pred, 0);
+
+        convbn_forward(net, &d->cls_a[i], x, train);
+        convbn_forward(net, &d->cls_b[i], d->cls_a[i].y, train);
+        conv_bias_forward(net, &d->cls_c[i], d->cls_b[i].y);
+        s = detect_slice(net, d, i, 0);
+        net->ops->slice_copy_in(net->ctx, &s, d->cls_c[i].y, d->pred, 0);
+    }
+}
+
+static void detect_backward(struct net *net, struct layer *l)
+{
+    struct detect *d = l->u.detect;
+
+    for (int i = l->nfrom - 1; i >= 0; i--) {
+        const float *x = layer_input(net, l->from[i]);
+        float *dx = layer_input_grad(net, l->from[i]);
+        struct tensor_slice s;
+
+        s = detect_slice(net, d, i, 0);
+        net->ops->slice_copy_out(net->ctx, &s, d->dpred, d->cls_c[i].dy, 1);
+        conv_bias_backward(net, &d->cls_c[i], d->cls_b[i].y, d->cls_b[i].dy);
+        convbn_backward(net, &d->cls_b[i], d->cls_a[i].y, d->cls_a[i].dy);
+        convbn_backward(net, &d->cls_a[i], x, dx);
+
+        s = detect_slice(net, d, i, 1);
+        net->ops->slice_copy_out(net->ctx, &s, d->dpred, d->box_c[i].dy, 1);
+        conv_bias_backward(net, &d->box_c[i], d->box_b[i].y, d->box_b[i].dy);
+        convbn_backward(net, &d->box_b[i], d->box_a[i].y, d->box_a[i].dy);
+        convbn_backward(net, &d->box_a[i], x, dx);
+    }
+}
+
+static void detect_free(struct net *net, struct detect *d)
+{
+    if (d == NULL)
+        return;
+    for (int i = 0; i < d->layout.nlevels; i++) {
+        convbn_free(net, &d->box_a[i]);
+        convbn_free(net, &d->box_b[i]);
+        convbn_free(net, &d->cls_a[i]);
+        convbn_free(net, &d->cls_b[i]);
+        release(net, d->box_c[i].y);
+        release(net, d->cls_c[i].y);
+    }
+    release(net, d->pred);
+    free(d);
+}
+
 /* ---- Building the whole network --------------------------------------- */
 
 static int layer_input_shape(const struct net *net, int from, int *c, int *h,
@@ -764,6 +1032,12 @@ static int build_layer(struct build *b, int i, const struct layer_spec *sp,
     case LAYER_CLASSIFY:
         classify_build(b, l, prefix, c1, h, w, sp->c2);
         break;
+    case LAYER_DETECT: {
+        int rc = detect_build(b, l, prefix, sp->c2, err);
+        if (rc != 0)
+            return rc;
+        break;
+    }
     case LAYER_UPSAMPLE:
         l->u.factor = sp->factor;
         l->c = c1;
@@ -837,6 +1111,7 @@ static int build_net(struct net *net, const struct model_spec *spec, int in_h,
         rc = build_layer(&b, i, &spec->layers[i], err);
     if (rc == 0) {
         resolve_pointers(net);
+        resolve_bias_pointers(net);
         if (pending_cls.m != NULL) {
             pending_cls.m->weight = &net->params[pending_cls.weight];
             pending_cls.m->bias = &net->params[pending_cls.bias];
@@ -852,6 +1127,9 @@ static int build_net(struct net *net, const struct model_spec *spec, int in_h,
         free(pending);
         pending = NULL;
         npending = cap_pending = 0;
+        free(pending_bias);
+        pending_bias = NULL;
+        npending_bias = cap_pending_bias = 0;
         pending_cls.m = NULL;
     }
     free(b.host);
@@ -950,6 +1228,9 @@ void net_forward(struct net *net, const float *x, int n, int train)
         case LAYER_CLASSIFY:
             classify_forward(net, l, in, train);
             break;
+        case LAYER_DETECT:
+            detect_forward(net, l, train);
+            break;
         case LAYER_UPSAMPLE:
             net->ops->upsample_nearest_forward(
                 net->ctx, n, l->c, l->h / l->u.factor, l->w / l->u.factor,
@@ -980,6 +1261,9 @@ void net_backward(struct net *net)
             break;
         case LAYER_CLASSIFY:
             classify_backward(net, l, in, din);
+            break;
+        case LAYER_DETECT:
+            detect_backward(net, l);
             break;
         case LAYER_UPSAMPLE:
             if (din != NULL)
@@ -1112,6 +1396,9 @@ static void layer_free(struct net *net, struct layer *l)
         convbn_free(net, &l->u.classify.conv);
         release(net, l->u.classify.pooled);
         release(net, l->u.classify.logits);
+        break;
+    case LAYER_DETECT:
+        detect_free(net, l->u.detect);
         break;
     case LAYER_UPSAMPLE:
     case LAYER_CONCAT:

@@ -24,6 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "detect.h"
 #include "engine/device.h"
 #include "error.h"
 #include "kernels.h"
@@ -94,6 +95,27 @@ struct classify {
     float *logits, *dlogits;
 };
 
+/* A plain conv2d with a bias and no normalization: the last layer of
+ * each Detect branch. */
+struct conv_bias {
+    struct conv2d_shape shape; /* n is the maximum batch */
+    struct param *weight, *bias;
+    float *y, *dy;
+};
+
+/* Detect: per input level a box branch (Conv 3x3, Conv 3x3, conv 1x1 to
+ * 4 * reg_max) and a class branch (the same, ending in nc channels),
+ * whose outputs fill pred [batch, no, anchors] as kernels/detect.h lays
+ * it out. The DFL expectation is not a layer here: the loss and the
+ * decoder read the distributions from pred. */
+struct detect {
+    struct det_layout layout;
+    struct convbn box_a[DET_LEVELS_MAX], box_b[DET_LEVELS_MAX];
+    struct convbn cls_a[DET_LEVELS_MAX], cls_b[DET_LEVELS_MAX];
+    struct conv_bias box_c[DET_LEVELS_MAX], cls_c[DET_LEVELS_MAX];
+    float *pred, *dpred;
+};
+
 enum layer_kind {
     LAYER_CONV,
     LAYER_C2F,
@@ -101,6 +123,7 @@ enum layer_kind {
     LAYER_UPSAMPLE,
     LAYER_CONCAT,
     LAYER_CLASSIFY,
+    LAYER_DETECT,
 };
 
 struct layer {
@@ -114,6 +137,7 @@ struct layer {
         struct c2f c2f;
         struct sppf sppf;
         struct classify classify;
+        struct detect *detect; /* owned; large, so kept out of the union */
         int factor; /* upsample */
     } u;
 };
@@ -152,7 +176,8 @@ struct layer_spec {
     int nfrom;
     int repeats;            /* already scaled by depth */
     enum layer_kind kind;
-    int c2;                 /* output channels, scaled (classes: Classify) */
+    int c2;                 /* output channels, scaled (classes: Classify
+                               and Detect) */
     int k, s, shortcut;     /* Conv kernel and stride; C2f shortcut */
     int factor;             /* Upsample */
 };

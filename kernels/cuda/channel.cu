@@ -69,3 +69,66 @@ void cuda_channel_copy_out(struct kctx *ctx, const struct channel_slice *s,
 {
     channel_copy(ctx, s, whole, part, 0, accumulate);
 }
+
+/* Row p of the part (image p / c_part, channel p % c_part) holds hw_part
+ * values; in the whole it starts at position hw_off of its channel. */
+static __global__ void slice_copy_kernel(struct tensor_slice s, size_t rows,
+                                         const float *src, float *dst,
+                                         int whole_is_dst, int accumulate)
+{
+    for (size_t p = blockIdx.y; p < rows; p += gridDim.y) {
+        size_t image = p / s.c_part;
+        size_t channel = p - image * s.c_part;
+        size_t part_at = p * s.hw_part;
+        size_t whole_at = (image * s.c_whole + s.c_off + channel) *
+                              s.hw_whole +
+                          s.hw_off;
+        size_t from = whole_is_dst ? part_at : whole_at;
+        size_t to = whole_is_dst ? whole_at : part_at;
+
+        for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < s.hw_part;
+             i += gridDim.x * blockDim.x) {
+            if (accumulate)
+                dst[to + i] += src[from + i];
+            else
+                dst[to + i] = src[from + i];
+        }
+    }
+}
+
+static void slice_copy(struct kctx *ctx, const struct tensor_slice *s,
+                       const float *src, float *dst, int whole_is_dst,
+                       int accumulate)
+{
+    struct cuda_state *st = cuda_state_of(ctx);
+    size_t rows = (size_t)s->n * s->c_part;
+
+    if (rows == 0 || s->hw_part <= 0)
+        return;
+    if (s->c_off < 0 || s->c_off + s->c_part > s->c_whole || s->hw_off < 0 ||
+        s->hw_off + s->hw_part > s->hw_whole) {
+        RECORD_FAILURE(st, -EINVAL,
+                       "slice of %d channels at %d and %d positions at %d "
+                       "is outside the whole tensor (%d channels, %d "
+                       "positions)",
+                       s->c_part, s->c_off, s->hw_part, s->hw_off, s->c_whole,
+                       s->hw_whole);
+        return;
+    }
+    slice_copy_kernel<<<grid_planes(rows, (size_t)s->hw_part), CUDA_BLOCK, 0,
+                        st->stream>>>(*s, rows, src, dst, whole_is_dst,
+                                      accumulate != 0);
+    (void)LAUNCH_FAILED(st);
+}
+
+void cuda_slice_copy_in(struct kctx *ctx, const struct tensor_slice *s,
+                        const float *part, float *whole, int accumulate)
+{
+    slice_copy(ctx, s, part, whole, 1, accumulate);
+}
+
+void cuda_slice_copy_out(struct kctx *ctx, const struct tensor_slice *s,
+                         const float *whole, float *part, int accumulate)
+{
+    slice_copy(ctx, s, whole, part, 0, accumulate);
+}

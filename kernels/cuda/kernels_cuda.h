@@ -147,6 +147,10 @@ void cuda_channel_copy_in(struct kctx *ctx, const struct channel_slice *s,
                           const float *part, float *whole, int accumulate);
 void cuda_channel_copy_out(struct kctx *ctx, const struct channel_slice *s,
                            const float *whole, float *part, int accumulate);
+void cuda_slice_copy_in(struct kctx *ctx, const struct tensor_slice *s,
+                        const float *part, float *whole, int accumulate);
+void cuda_slice_copy_out(struct kctx *ctx, const struct tensor_slice *s,
+                         const float *whole, float *part, int accumulate);
 
 /* ---- Linear (cuBLAS) -------------------------------------------------- */
 void cuda_linear_forward(struct kctx *ctx, int n, int in, int out,

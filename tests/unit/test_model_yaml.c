@@ -53,6 +53,46 @@ static void yolov8_cls_parameter_counts(void **state)
     assert_true(m > 16830000 && m < 17170000);
 }
 
+/* Ultralytics' yolov8n at 80 classes has 3,157,184 trainable parameters
+ * (its summary prints 3,157,200, which adds the 16 frozen DFL weights);
+ * its published figure for yolov8s is 11.2M. Strides 8, 16 and 32 give
+ * 80 * 80 + 40 * 40 + 20 * 20 = 8,400 anchors at 640. */
+static void yolov8_detect_parameter_counts(void **state)
+{
+    (void)state;
+    assert_int_equal(count_params("yolov8n.yaml", 80, 64), 3157184);
+    size_t s = count_params("yolov8s.yaml", 80, 64);
+    assert_true(s > 11088000 && s < 11312000);
+}
+
+static void yolov8_detect_layout(void **state)
+{
+    struct model_spec spec;
+    struct error err = {0};
+    struct kctx ctx;
+    struct net net;
+
+    (void)state;
+    cpu_kctx_init(&ctx, 1);
+    if (model_spec_load("yolov8n.yaml", "", 10, &spec, &err) != 0)
+        fail_msg("%s", err.msg);
+    assert_string_equal(spec.task, "detect");
+    if (net_build(&net, &spec, 640, 640, 1, 0, &ctx, &err) != 0)
+        fail_msg("%s", err.msg);
+    const struct layer *last = &net.layers[net.nlayers - 1];
+    assert_int_equal(last->kind, LAYER_DETECT);
+    const struct det_layout *lay = &last->u.detect->layout;
+    assert_int_equal(lay->nlevels, 3);
+    assert_int_equal(lay->stride[0], 8);
+    assert_int_equal(lay->stride[1], 16);
+    assert_int_equal(lay->stride[2], 32);
+    assert_int_equal(lay->anchors, 8400);
+    assert_int_equal(lay->first[2], 8000);
+    assert_int_equal(last->c, 64 + 10);
+    net_free(&net);
+    cpu_kctx_free(&ctx);
+}
+
 static void class_count_overrides_nc(void **state)
 {
     (void)state;
@@ -98,7 +138,11 @@ static void invalid_models_rejected(void **state)
          "'backbone' must be a non-empty list"},
         {"nc: [\n", "not valid YAML"},
         {"nc: 2\nbackbone:\n  - [-1, 1, Conv, [8, 3, 2]]\nhead: []\n",
-         "only classification models"},
+         "must be Classify or Detect"},
+        {"nc: 2\nbackbone:\n  - [-1, 1, Conv, [8, 3, 2]]\n"
+         "  - [-1, 1, Conv, [8, 3, 2]]\n"
+         "head:\n  - [[0, 1], 1, Detect, [nc]]\n  - [-1, 1, Conv, [8, 3, 1]]\n",
+         "must be the last layer"},
         {"nc: 2\nbackbone:\n  - [-1, 1, Conv, [-8, 3, 2]]\nhead: []\n",
          "output channels must be"},
     };
@@ -221,6 +265,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(yolov8_cls_parameter_counts),
+        cmocka_unit_test(yolov8_detect_parameter_counts),
+        cmocka_unit_test(yolov8_detect_layout),
         cmocka_unit_test(class_count_overrides_nc),
         cmocka_unit_test(invalid_models_rejected),
         cmocka_unit_test(missing_model_named),
