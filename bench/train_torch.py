@@ -111,7 +111,83 @@ def yolov8n_cls():
     return nn.Sequential(*layers), 3, 1000
 
 
-MODELS = {"conv5-cls": conv5_cls, "yolov8n-cls": yolov8n_cls}
+class SPPF(nn.Module):
+    """Conv 1x1 to c1 / 2, three 5x5 max pools in a row, Conv 1x1 over the
+    four maps."""
+
+    def __init__(self, c1, c2):
+        super().__init__()
+        self.cv1 = Conv(c1, c1 // 2, 1, 1)
+        self.cv2 = Conv(c1 // 2 * 4, c2, 1, 1)
+        self.pool = nn.MaxPool2d(5, 1, 2)
+
+    def forward(self, x):
+        y = [self.cv1(x)]
+        for _ in range(3):
+            y.append(self.pool(y[-1]))
+        return self.cv2(torch.cat(y, 1))
+
+
+class Detect(nn.Module):
+    """Per level a box branch (Conv 3x3, Conv 3x3, conv 1x1 to 64) and a
+    class branch (the same, to nc); the maps are flattened and joined into
+    [batch, 64 + nc, anchors], the layout our engine's head writes."""
+
+    def __init__(self, nc, ch):
+        super().__init__()
+        c2 = max(16, ch[0] // 4, 64)
+        c3 = max(ch[0], min(nc, 100))
+        self.cv2 = nn.ModuleList(
+            nn.Sequential(Conv(c, c2, 3), Conv(c2, c2, 3),
+                          nn.Conv2d(c2, 64, 1)) for c in ch)
+        self.cv3 = nn.ModuleList(
+            nn.Sequential(Conv(c, c3, 3), Conv(c3, c3, 3),
+                          nn.Conv2d(c3, nc, 1)) for c in ch)
+
+    def forward(self, feats):
+        out = [torch.cat((b(x), c(x)), 1).flatten(2)
+               for x, b, c in zip(feats, self.cv2, self.cv3)]
+        return torch.cat(out, 2)
+
+
+class YOLOv8nDetect(nn.Module):
+    """backend/engine/models/yolov8.yaml at scale n."""
+
+    def __init__(self, nc):
+        super().__init__()
+        self.b = nn.ModuleList([
+            Conv(3, 16, 3, 2), Conv(16, 32, 3, 2), C2f(32, 32, 1, True),
+            Conv(32, 64, 3, 2), C2f(64, 64, 2, True), Conv(64, 128, 3, 2),
+            C2f(128, 128, 2, True), Conv(128, 256, 3, 2),
+            C2f(256, 256, 1, True), SPPF(256, 256)])
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.h12 = C2f(384, 128, 1, False)
+        self.h15 = C2f(192, 64, 1, False)
+        self.h16 = Conv(64, 64, 3, 2)
+        self.h18 = C2f(192, 128, 1, False)
+        self.h19 = Conv(128, 128, 3, 2)
+        self.h21 = C2f(384, 256, 1, False)
+        self.detect = Detect(nc, (64, 128, 256))
+
+    def forward(self, x):
+        keep = {}
+        for i, m in enumerate(self.b):
+            x = m(x)
+            keep[i] = x
+        p4 = self.h12(torch.cat((self.up(keep[9]), keep[6]), 1))
+        p3 = self.h15(torch.cat((self.up(p4), keep[4]), 1))
+        p4 = self.h18(torch.cat((self.h16(p3), p4), 1))
+        p5 = self.h21(torch.cat((self.h19(p4), keep[9]), 1))
+        return self.detect([p3, p4, p5])
+
+
+def yolov8n_det():
+    """The detector at 10 classes, as on the Fashion-MNIST scenes."""
+    return YOLOv8nDetect(10), 3, 10
+
+
+MODELS = {"conv5-cls": conv5_cls, "yolov8n-cls": yolov8n_cls,
+          "yolov8n": yolov8n_det}
 
 
 def main():

@@ -962,6 +962,43 @@ static void channel_copy_matches_cpu(void **state)
     }
 }
 
+static void slice_copy_matches_cpu(void **state)
+{
+    const struct tensor_slice s = {.n = 3, .c_whole = 74, .c_part = 10,
+                                   .c_off = 64, .hw_whole = 336,
+                                   .hw_part = 64, .hw_off = 256};
+    size_t n_whole = (size_t)s.n * s.c_whole * s.hw_whole;
+    size_t n_part = (size_t)s.n * s.c_part * s.hw_part;
+
+    (void)state;
+    require_gpu();
+    rng_seed(12);
+    for (int accumulate = 0; accumulate <= 1; accumulate++) {
+        char label[64];
+        struct buf part = buf_random(n_part, -1.0f, 1.0f);
+        struct buf whole = buf_random(n_whole, -1.0f, 1.0f);
+
+        cpu_slice_copy_in(&cpu_ctx, &s, part.host, whole.host, accumulate);
+        cuda_slice_copy_in(&gpu_ctx, &s, part.dev, whole.dev, accumulate);
+        gpu_sync("slice_copy_in");
+        /* Copies or one add per value: exact. */
+        snprintf(label, sizeof(label), "slice_copy_in accumulate=%d",
+                 accumulate);
+        expect_buf_close(label, &whole, 0.0, 0.0);
+
+        struct buf out = buf_random(n_part, -1.0f, 1.0f);
+        cpu_slice_copy_out(&cpu_ctx, &s, whole.host, out.host, accumulate);
+        cuda_slice_copy_out(&gpu_ctx, &s, whole.dev, out.dev, accumulate);
+        gpu_sync("slice_copy_out");
+        snprintf(label, sizeof(label), "slice_copy_out accumulate=%d",
+                 accumulate);
+        expect_buf_close(label, &out, 0.0, 0.0);
+        buf_free(&part);
+        buf_free(&whole);
+        buf_free(&out);
+    }
+}
+
 /* ---- Linear ------------------------------------------------------------- */
 
 static void check_linear(int n, int in, int out, int bias)
@@ -1286,6 +1323,7 @@ int main(void)
         cmocka_unit_test(avgpool_global_matches_cpu),
         cmocka_unit_test(upsample_matches_cpu),
         cmocka_unit_test(channel_copy_matches_cpu),
+        cmocka_unit_test(slice_copy_matches_cpu),
         cmocka_unit_test(linear_matches_cpu),
         cmocka_unit_test(softmax_xent_matches_cpu),
         cmocka_unit_test(bce_logits_matches_cpu),
