@@ -87,9 +87,6 @@ int http_start(const struct http_options *opt, struct error *err)
     memset(&callbacks, 0, sizeof(callbacks));
     callbacks.log_message = log_civetweb_message;
     if (opt->tls_cert != NULL) {
-        int rc = tls_prepare(opt->tls_cert, opt->tls_key, err);
-        if (rc != 0)
-            return rc;
         callbacks.init_ssl = tls_init_ssl;
         tls_set_https_port(opt->port);
         if (opt->redirect_host != NULL)

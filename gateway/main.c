@@ -15,6 +15,7 @@
 #include "live.h"
 #include "log.h"
 #include "secret.h"
+#include "tls.h"
 #include "upstream.h"
 
 #define DEFAULT_HOST "127.0.0.1"
@@ -240,6 +241,13 @@ int main(int argc, char **argv)
         return 1;
     }
     uopt.secret = secret;
+    /* Check the certificate and key before connecting to the backend, so
+     * that a wrong file is the only error printed. */
+    if (hopt.tls_cert != NULL &&
+        tls_prepare(hopt.tls_cert, hopt.tls_key, &err) != 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);

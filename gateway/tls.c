@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -38,7 +39,8 @@ static const char *openssl_reason(char *out, size_t len)
 }
 
 /* Passphrase callback that supplies none, so that an encrypted key fails
- * to load with an error where OpenSSL would prompt on the terminal. */
+ * to load with an error where OpenSSL would prompt on the terminal. The
+ * gateway has no way to ask for a passphrase when it starts. */
 static int refuse_passphrase(char *buf, int size, int rwflag, void *user)
 {
     (void)buf;
@@ -65,15 +67,30 @@ static int check_readable(const char *path, const char *what,
     return 0;
 }
 
+/* Read the first private key in path. Returns it, or NULL with OpenSSL's
+ * error queued when the file has no unencrypted PEM private key. */
+static EVP_PKEY *read_private_key(const char *path)
+{
+    BIO *bio = BIO_new_file(path, "r");
+    EVP_PKEY *key;
+
+    if (bio == NULL)
+        return NULL;
+    key = PEM_read_bio_PrivateKey(bio, NULL, refuse_passphrase, NULL);
+    BIO_free(bio);
+    return key;
+}
+
 /* Load the certificate chain and key into ctx and check that they match.
  * Returns 0 or -EINVAL with a message that names the file. */
 static int load_cert_and_key(SSL_CTX *ctx, const char *cert,
                              const char *key, struct error *err)
 {
     char reason[256];
+    EVP_PKEY *pkey;
+    int rc = 0;
 
     ERR_clear_error();
-    SSL_CTX_set_default_passwd_cb(ctx, refuse_passphrase);
     if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1)
         return error_set(err, -EINVAL,
                          "TLS certificate file '%s' is not a valid PEM "
@@ -81,19 +98,24 @@ static int load_cert_and_key(SSL_CTX *ctx, const char *cert,
                          "by its intermediate certificates if any, with "
                          "--tls-cert",
                          cert, openssl_reason(reason, sizeof(reason)));
-    if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1)
+    pkey = read_private_key(key);
+    if (pkey == NULL)
         return error_set(err, -EINVAL,
-                         "TLS key file '%s' is not a valid unencrypted PEM "
-                         "private key: %s; pass the certificate's key "
-                         "without a passphrase with --tls-key",
+                         "TLS key file '%s' is not a valid PEM private key: "
+                         "%s; pass the certificate's key, without a "
+                         "passphrase, with --tls-key",
                          key, openssl_reason(reason, sizeof(reason)));
-    if (SSL_CTX_check_private_key(ctx) != 1)
-        return error_set(err, -EINVAL,
-                         "TLS key file '%s' does not match the certificate "
-                         "in '%s' (%s); pass the key that belongs to this "
-                         "certificate",
-                         key, cert, openssl_reason(reason, sizeof(reason)));
-    return 0;
+    if (X509_check_private_key(SSL_CTX_get0_certificate(ctx), pkey) != 1)
+        rc = error_set(err, -EINVAL,
+                       "TLS key file '%s' does not match the certificate in "
+                       "'%s'; pass the key that belongs to this certificate",
+                       key, cert);
+    else if (SSL_CTX_use_PrivateKey(ctx, pkey) != 1)
+        rc = error_set(err, -EINVAL, "cannot use the TLS key in '%s': %s",
+                       key, openssl_reason(reason, sizeof(reason)));
+    EVP_PKEY_free(pkey);
+    ERR_clear_error();
+    return rc;
 }
 
 /* Warn about a certificate that browsers reject for its dates, which the
