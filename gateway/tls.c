@@ -158,13 +158,13 @@ static int load_compat_libraries(struct error *err)
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         snprintf(path, sizeof(path), "%s/%s/%s", exe, TLS_COMPAT_DIR,
                  names[i]);
+        /* dlerror's message starts with the path. */
         if (dlopen(path, RTLD_NOW | RTLD_LOCAL) == NULL)
             return error_set(err, -ENOENT,
-                             "cannot load the TLS compatibility library "
-                             "'%s' (%s); build it with make, which puts it "
-                             "in lib/trainyard/ beside the gateway's bin "
-                             "folder",
-                             path, dlerror());
+                             "cannot load a TLS compatibility library: %s; "
+                             "build it with make, which puts it in "
+                             "lib/trainyard/ beside the gateway's bin folder",
+                             dlerror());
     }
     return 0;
 }
