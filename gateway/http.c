@@ -28,6 +28,8 @@ static int log_civetweb_message(const struct mg_connection *conn,
                                 const char *message)
 {
     (void)conn;
+    if (tls_log_civetweb_message(message))
+        return 1;
     log_warn("civetweb: %s", message);
     return 1;
 }
@@ -104,10 +106,10 @@ int http_start(const struct http_options *opt, struct error *err)
         api_shutdown();
         if (opt->tls_cert != NULL)
             return error_set(err, -EIO,
-                             "cannot start HTTPS on %s; see the civetweb "
+                             "cannot start HTTPS on %s:%d; see the civetweb "
                              "message above, or choose a free port with "
                              "--listen",
-                             listen);
+                             opt->host, opt->port);
         return error_set(err, -EADDRINUSE,
                          "cannot listen on %s; is another gateway running? "
                          "Choose a free port with --listen",

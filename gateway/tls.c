@@ -11,6 +11,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
@@ -19,11 +20,20 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "log.h"
 
 static char tls_cert_path[PATH_MAX];
 static char tls_key_path[PATH_MAX];
 static int tls_https_port;
+
+/* Failed handshakes reported by civetweb since the last log line, and
+ * when that line was written. */
+static struct {
+    pthread_mutex_t lock;
+    int64_t last_ms;
+    long suppressed;
+} handshake_log = {PTHREAD_MUTEX_INITIALIZER, 0, 0};
 
 /* Copy OpenSSL's oldest queued error into out and clear the queue. */
 static const char *openssl_reason(char *out, size_t len)
@@ -218,6 +228,34 @@ int tls_init_ssl(void *ssl_ctx, void *user_data)
         log_error("%s", err.msg);
         return -1;
     }
+    return 1;
+}
+
+int tls_log_civetweb_message(const char *message)
+{
+    static const char prefix[] = "sslize error";
+    int64_t now = clock_monotonic_ms();
+    long suppressed = -1;
+
+    if (strncmp(message, prefix, sizeof(prefix) - 1) != 0)
+        return 0;
+    pthread_mutex_lock(&handshake_log.lock);
+    if (handshake_log.last_ms == 0 ||
+        now - handshake_log.last_ms >= TLS_HANDSHAKE_LOG_INTERVAL_MS) {
+        suppressed = handshake_log.suppressed;
+        handshake_log.suppressed = 0;
+        handshake_log.last_ms = now;
+    } else {
+        handshake_log.suppressed++;
+    }
+    pthread_mutex_unlock(&handshake_log.lock);
+
+    if (suppressed > 0)
+        log_warn("TLS handshake failed (%s), and %ld more since the last "
+                 "such line",
+                 message, suppressed);
+    else if (suppressed == 0)
+        log_warn("TLS handshake failed (%s)", message);
     return 1;
 }
 

@@ -29,6 +29,16 @@ int tls_prepare(const char *cert_file, const char *key_file,
  * version. Returns 1 (done) or -1 (failed, logged). */
 int tls_init_ssl(void *ssl_ctx, void *user_data);
 
+/* Shortest time between two log lines about failed TLS handshakes. */
+#define TLS_HANDSHAKE_LOG_INTERVAL_MS 10000
+
+/* Log civetweb's message about a failed TLS handshake, which any client
+ * can cause (a plain HTTP request on the TLS port, an old TLS version),
+ * at most once per TLS_HANDSHAKE_LOG_INTERVAL_MS with the count of those
+ * not logged. Returns 1 when message was such a message, else 0 and
+ * logs nothing. */
+int tls_log_civetweb_message(const char *message);
+
 /* Set the port that tls_redirect_request sends plain HTTP clients to. */
 void tls_set_https_port(int port);
 
