@@ -25,7 +25,8 @@
 
 static char tls_cert_path[PATH_MAX];
 static char tls_key_path[PATH_MAX];
-static int tls_https_port;
+/* Written by the main thread while civetweb's workers may read it. */
+static _Atomic int tls_https_port;
 
 /* Failed handshakes reported by civetweb since the last log line, and
  * when that line was written. */
@@ -51,7 +52,7 @@ static const char *openssl_reason(char *out, size_t len)
 /* Passphrase callback that supplies none, so that an encrypted key fails
  * to load with an error where OpenSSL would prompt on the terminal. The
  * gateway has no way to ask for a passphrase when it starts. */
-static int refuse_passphrase(char *buf, int size, int rwflag, void *user)
+static int no_passphrase(char *buf, int size, int rwflag, void *user)
 {
     (void)buf;
     (void)size;
@@ -86,7 +87,7 @@ static EVP_PKEY *read_private_key(const char *path)
 
     if (bio == NULL)
         return NULL;
-    key = PEM_read_bio_PrivateKey(bio, NULL, refuse_passphrase, NULL);
+    key = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
     BIO_free(bio);
     return key;
 }
@@ -145,9 +146,8 @@ static void warn_certificate_dates(SSL_CTX *ctx, const char *cert)
                  cert);
 }
 
-/* dlopen() the compatibility libraries, libcrypto's first because
- * libssl-compat.so depends on libcrypto.so.3 only, not on its SONAME.
- * The handles stay open for the life of the process. */
+/* dlopen() both compatibility libraries from TLS_COMPAT_DIR. The handles
+ * stay open for the life of the process. */
 static int load_compat_libraries(struct error *err)
 {
     static const char *const names[] = {TLS_COMPAT_CRYPTO, TLS_COMPAT_SSL};
@@ -218,8 +218,8 @@ int tls_init_ssl(void *ssl_ctx, void *user_data)
     struct error err = {0};
 
     (void)user_data;
-    /* civetweb has already applied ssl_protocol_version; this makes the
-     * minimum hold whatever that option does. */
+    /* civetweb has already applied ssl_protocol_version. Setting the
+     * minimum here as well keeps it if that option changes meaning. */
     if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
         log_error("cannot set TLS 1.2 as the minimum TLS version");
         return -1;

@@ -17,8 +17,8 @@
 #define TLS_COMPAT_SSL "libssl-compat.so"
 #define TLS_COMPAT_CRYPTO "libcrypto-compat.so"
 
-/* Check that cert_file holds a PEM certificate (chain) and key_file the
- * matching unencrypted PEM private key, then load the compatibility
+/* Check that cert_file contains a PEM certificate (chain) and key_file
+ * the matching unencrypted PEM private key, then load the compatibility
  * libraries. Keeps both paths for tls_init_ssl. Returns 0, or a negative
  * errno code with a message that names the file. */
 int tls_prepare(const char *cert_file, const char *key_file,
@@ -43,8 +43,8 @@ int tls_log_civetweb_message(const char *message);
 void tls_set_https_port(int port);
 
 /* civetweb's begin_request callback for a gateway with a plain HTTP
- * port: answers every request that did not come over TLS with 308 to
- * the same path and query on https://HOST:PORT, where HOST is the
+ * port. It responds to every request that did not come over TLS with 308
+ * to the same path and query on https://HOST:PORT, where HOST is the
  * request's Host header without its port. Returns 0 for TLS requests,
  * which civetweb then serves, or else the status sent. */
 int tls_redirect_request(struct mg_connection *conn);

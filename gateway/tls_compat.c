@@ -15,9 +15,9 @@
  * TLS_COMPAT_CRYPTO). The gateway dlopen()s both by absolute path before
  * mg_start (gateway/tls.c). glibc's dlopen of a name without a slash
  * first returns an already loaded object whose SONAME is that name, so
- * civetweb gets these libraries, and its dlsym on them also searches
- * their dependencies, where it finds the real OpenSSL 3 functions. This
- * also works where libssl-dev, which owns the libssl.so and libcrypto.so
+ * civetweb gets these libraries. Its dlsym on them also searches their
+ * dependencies, where it finds the real OpenSSL 3 functions. This also
+ * works where libssl-dev, which owns the libssl.so and libcrypto.so
  * links, is not installed.
  */
 #ifndef TLS_COMPAT_CRYPTO

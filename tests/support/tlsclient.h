@@ -1,9 +1,9 @@
 /*
- * A TLS client for tests against a gateway that serves HTTPS on
- * 127.0.0.1, built on OpenSSL 3: a self-signed certificate for the
- * gateway, HTTPS requests that return the struct http_reply of
- * harness.h, and a WebSocket (WSS) upgrade with unfragmented text
- * frames. Every connection checks the server's certificate against the
+ * A TLS client, built on OpenSSL 3, for tests against a gateway that
+ * serves HTTPS on 127.0.0.1. It makes a self-signed certificate for the
+ * gateway and sends HTTPS requests that return the struct http_reply of
+ * harness.h. It also makes a WebSocket (WSS) upgrade and exchanges
+ * unfragmented text frames. Every connection checks the server's certificate against the
  * file given to tlsclient_trust and the IP address 127.0.0.1.
  *
  * Functions return errors instead of failing the test, so that tests can
