@@ -51,7 +51,7 @@ int http_start(const struct http_options *opt, struct error *err)
     const char *scheme = opt->tls_cert != NULL ? "https" : "http";
     int i = 0, n;
 
-    /* civetweb serves TLS on ports whose number ends in 's'. */
+    /* civetweb serves TLS on a listening_ports entry that ends in 's'. */
     snprintf(listen, sizeof(listen), "%s:%d%s", opt->host, opt->port,
              opt->tls_cert != NULL ? "s" : "");
     if (opt->tls_cert != NULL && opt->redirect_host != NULL) {
