@@ -40,7 +40,7 @@ endif
 # `make help` work before the packages are installed.
 
 PKGS := libwebsockets sqlite3 libcjson libsodium yaml-0.1 libjpeg spng \
-        libzip openblas zlib
+        libzip openblas zlib libssl libcrypto
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 
@@ -64,7 +64,10 @@ BIN := $(BUILD)/bin
 
 LIB_DIRS := common kernels/cpu kernels/ref backend/daemon backend/engine \
             gateway
-LIB_SRCS := $(filter-out %/main.c,$(wildcard $(addsuffix /*.c,$(LIB_DIRS))))
+# Built into the gateway's TLS compatibility libraries, not the library.
+TLS_COMPAT_SRC := gateway/tls_compat.c
+LIB_SRCS := $(filter-out %/main.c $(TLS_COMPAT_SRC),\
+              $(wildcard $(addsuffix /*.c,$(LIB_DIRS))))
 GEN_SRCS := $(BUILD)/gen/schema_sql.c
 PROGRAMS := backend gateway train
 backend_MAIN := backend/daemon/main.c
@@ -171,6 +174,28 @@ $(ASAN)/bin/%: $(ASAN_LIB) $(ASAN)/obj-main/%.o
 	$(call say,LINK,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(ASAN_CFLAGS) $(ASAN)/obj-main/$*.o $(ASAN_LIB) $(LDLIBS) -o $@
+
+# The OpenSSL 1.1 compatibility libraries that let civetweb 1.15 serve
+# TLS with OpenSSL 3 (gateway/tls_compat.c). The gateway loads them from
+# lib/trainyard/ beside its bin folder, so each gateway build has a copy.
+# Their SONAMEs are the names that civetweb passes to dlopen.
+TLS_COMPAT_FLAGS := -std=c11 $(WARN) -O2 -fPIC -shared -Wl,--no-as-needed
+tls_compat = $(1)/lib/trainyard/libssl-compat.so \
+             $(1)/lib/trainyard/libcrypto-compat.so
+$(BIN)/gateway: $(call tls_compat,$(BUILD))
+$(ASAN)/bin/gateway: $(call tls_compat,$(ASAN))
+
+%/lib/trainyard/libssl-compat.so: $(TLS_COMPAT_SRC)
+	$(call say,LINK,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(TLS_COMPAT_FLAGS) -Wl,-soname,libssl.so $< -lssl -lcrypto \
+	    -o $@
+
+%/lib/trainyard/libcrypto-compat.so: $(TLS_COMPAT_SRC)
+	$(call say,LINK,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(TLS_COMPAT_FLAGS) -DTLS_COMPAT_CRYPTO \
+	    -Wl,-soname,libcrypto.so $< -lcrypto -o $@
 
 define main_rules
 $(REL)/obj-main/$(1).o: $($(1)_MAIN)

@@ -16,6 +16,7 @@
 #include "fsutil.h"
 #include "live.h"
 #include "log.h"
+#include "tls.h"
 
 /* civetweb worker threads for REST requests and static files. Each live
  * WebSocket occupies one more for as long as it is open. */
@@ -27,6 +28,8 @@ static int log_civetweb_message(const struct mg_connection *conn,
                                 const char *message)
 {
     (void)conn;
+    if (tls_log_civetweb_message(message))
+        return 1;
     log_warn("civetweb: %s", message);
     return 1;
 }
@@ -43,11 +46,19 @@ int http_start(const struct http_options *opt, struct error *err)
 {
     struct mg_callbacks callbacks;
     struct mg_server_port ports[4];
-    char listen[300], threads[16];
+    char listen[600], threads[16];
     const char *options[32];
+    const char *scheme = opt->tls_cert != NULL ? "https" : "http";
     int i = 0, n;
 
-    snprintf(listen, sizeof(listen), "%s:%d", opt->host, opt->port);
+    /* civetweb serves TLS on a listening_ports entry that ends in 's'. */
+    snprintf(listen, sizeof(listen), "%s:%d%s", opt->host, opt->port,
+             opt->tls_cert != NULL ? "s" : "");
+    if (opt->tls_cert != NULL && opt->redirect_host != NULL) {
+        size_t used = strlen(listen);
+        snprintf(listen + used, sizeof(listen) - used, ",%s:%d",
+                 opt->redirect_host, opt->redirect_port);
+    }
     options[i++] = "listening_ports";
     options[i++] = listen;
     options[i++] = "document_root";
@@ -68,20 +79,37 @@ int http_start(const struct http_options *opt, struct error *err)
         options[i++] = "access_log_file";
         options[i++] = opt->access_log;
     }
+    if (opt->tls_cert != NULL) {
+        /* 4: TLS 1.2 and newer. */
+        options[i++] = "ssl_protocol_version";
+        options[i++] = "4";
+    }
     options[i] = NULL;
+
+    memset(&callbacks, 0, sizeof(callbacks));
+    callbacks.log_message = log_civetweb_message;
+    if (opt->tls_cert != NULL) {
+        callbacks.init_ssl = tls_init_ssl;
+        tls_set_https_port(opt->port);
+        if (opt->redirect_host != NULL)
+            callbacks.begin_request = tls_redirect_request;
+    }
 
     struct api_options aopt = {opt->secure_cookies};
     int rc = api_init(&aopt, err);
     if (rc != 0)
         return rc;
 
-    memset(&callbacks, 0, sizeof(callbacks));
-    callbacks.log_message = log_civetweb_message;
-
     mg_init_library(0);
     http_context = mg_start(&callbacks, NULL, options);
     if (http_context == NULL) {
         api_shutdown();
+        if (opt->tls_cert != NULL)
+            return error_set(err, -EIO,
+                             "cannot start HTTPS on %s:%d; see the civetweb "
+                             "message above, or choose a free port with "
+                             "--listen",
+                             opt->host, opt->port);
         return error_set(err, -EADDRINUSE,
                          "cannot listen on %s; is another gateway running? "
                          "Choose a free port with --listen",
@@ -99,8 +127,15 @@ int http_start(const struct http_options *opt, struct error *err)
         http_stop();
         return error_set(err, -EIO, "cannot read the listening port");
     }
-    log_info("listening on http://%s:%d/ serving '%s'", opt->host,
+    /* ports[0] is the first address in listening_ports, the main one. */
+    log_info("listening on %s://%s:%d/ serving '%s'", scheme, opt->host,
              ports[0].port, opt->ui_dir);
+    if (opt->tls_cert != NULL) {
+        tls_set_https_port(ports[0].port);
+        if (n > 1)
+            log_info("redirecting plain HTTP on %s:%d to https://",
+                     opt->redirect_host, ports[1].port);
+    }
     if (opt->port_file != NULL)
         return write_port_file(opt->port_file, ports[0].port, err);
     return 0;

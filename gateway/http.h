@@ -22,6 +22,15 @@ struct http_options {
     const char *port_file; /* where to write the chosen port, or NULL */
     const char *access_log; /* access log file, or NULL for none */
     int secure_cookies;    /* 1: cookies get Secure even on plain HTTP */
+    /* PEM certificate chain and private key. Both set: host:port serves
+     * HTTPS and WSS only, and tls_prepare (tls.h) must have succeeded on
+     * these files. Both NULL: it serves plain HTTP. */
+    const char *tls_cert;
+    const char *tls_key;
+    /* With TLS, a second address whose plain HTTP requests get a
+     * redirect to https://, or NULL for none. */
+    const char *redirect_host;
+    int redirect_port;
 };
 
 int http_start(const struct http_options *opt, struct error *err);

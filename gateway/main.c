@@ -15,6 +15,7 @@
 #include "live.h"
 #include "log.h"
 #include "secret.h"
+#include "tls.h"
 #include "upstream.h"
 
 #define DEFAULT_HOST "127.0.0.1"
@@ -46,6 +47,13 @@ static void usage(FILE *out)
             "  --access-log FILE    append one line per request to FILE\n"
             "  --secure-cookies     mark cookies Secure on plain HTTP too;\n"
             "                       set it behind a proxy that serves TLS\n"
+            "  --tls-cert FILE      serve HTTPS and WSS on --listen with this\n"
+            "                       PEM certificate (then its chain); needs\n"
+            "                       --tls-key. Cookies get Secure\n"
+            "  --tls-key FILE       the certificate's PEM private key, not\n"
+            "                       encrypted\n"
+            "  --redirect-http HOST:PORT  with TLS, also listen for plain\n"
+            "                       HTTP there and redirect it to https://\n"
             "  --port-file FILE     write the port listened on to FILE\n"
             "  --live-connections N live progress WebSockets served at\n"
             "                       once (default %d)\n"
@@ -97,6 +105,9 @@ int main(int argc, char **argv)
         {"ui", required_argument, NULL, 'u'},
         {"access-log", required_argument, NULL, 'a'},
         {"secure-cookies", no_argument, NULL, 'S'},
+        {"tls-cert", required_argument, NULL, 'C'},
+        {"tls-key", required_argument, NULL, 'K'},
+        {"redirect-http", required_argument, NULL, 'R'},
         {"port-file", required_argument, NULL, 'p'},
         {"live-connections", required_argument, NULL, 'c'},
         {"live-ping-s", required_argument, NULL, 'P'},
@@ -105,9 +116,11 @@ int main(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     char listen_host[256] = DEFAULT_HOST, backend_host[256] = DEFAULT_HOST;
+    char redirect_host[256] = "";
     char secret_path[PATH_MAX], secret[SECRET_HEX_LEN + 1];
-    struct http_options hopt = {NULL, DEFAULT_PORT, "build/ui", NULL, NULL,
-                                0};
+    struct http_options hopt = {.host = NULL,
+                                .port = DEFAULT_PORT,
+                                .ui_dir = "build/ui"};
     struct upstream_options uopt = {NULL, DEFAULT_BACKEND_PORT, NULL};
     struct live_options lopt = {LIVE_CONNECTIONS_DEFAULT,
                                 LIVE_PING_INTERVAL_DEFAULT_S};
@@ -122,9 +135,17 @@ int main(int argc, char **argv)
     while ((c = getopt_long(argc, argv, "", long_options, NULL)) != -1) {
         switch (c) {
         case 'l':
-        case 'b': {
-            char *host = c == 'l' ? listen_host : backend_host;
-            int *port = c == 'l' ? &hopt.port : &uopt.port;
+        case 'b':
+        case 'R': {
+            char *host = listen_host;
+            int *port = &hopt.port;
+            if (c == 'b') {
+                host = backend_host;
+                port = &uopt.port;
+            } else if (c == 'R') {
+                host = redirect_host;
+                port = &hopt.redirect_port;
+            }
             if (parse_address(optarg, host, sizeof(listen_host), port) != 0) {
                 fprintf(stderr,
                         "gateway: invalid address '%s'; expected HOST:PORT "
@@ -145,6 +166,12 @@ int main(int argc, char **argv)
             break;
         case 'S':
             hopt.secure_cookies = 1;
+            break;
+        case 'C':
+            hopt.tls_cert = optarg;
+            break;
+        case 'K':
+            hopt.tls_key = optarg;
             break;
         case 'p':
             hopt.port_file = optarg;
@@ -189,7 +216,21 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if ((hopt.tls_cert == NULL) != (hopt.tls_key == NULL)) {
+        fprintf(stderr, "gateway: %s needs %s as well; pass both to serve "
+                        "HTTPS, or neither for plain HTTP\n",
+                hopt.tls_cert ? "--tls-cert" : "--tls-key",
+                hopt.tls_cert ? "--tls-key" : "--tls-cert");
+        return 2;
+    }
+    if (redirect_host[0] != '\0' && hopt.tls_cert == NULL) {
+        fprintf(stderr, "gateway: --redirect-http needs --tls-cert and "
+                        "--tls-key; without TLS there is nothing to redirect "
+                        "to\n");
+        return 2;
+    }
     hopt.host = listen_host;
+    hopt.redirect_host = redirect_host[0] != '\0' ? redirect_host : NULL;
     uopt.host = backend_host;
     live_configure(&lopt);
 
@@ -200,6 +241,13 @@ int main(int argc, char **argv)
         return 1;
     }
     uopt.secret = secret;
+    /* Check the certificate and key before connecting to the backend, so
+     * that a wrong file is the only error printed. */
+    if (hopt.tls_cert != NULL &&
+        tls_prepare(hopt.tls_cert, hopt.tls_key, &err) != 0) {
+        log_error("%s", err.msg);
+        return 1;
+    }
 
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, on_signal);

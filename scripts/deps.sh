@@ -10,8 +10,8 @@ packages="build-essential pkg-config make git ca-certificates curl
   clang libclang-rt-14-dev valgrind
   emscripten
   libcivetweb-dev libwebsockets-dev libsqlite3-dev sqlite3 libcjson-dev
-  libsodium-dev libyaml-dev libjpeg-dev libspng-dev libpng-dev libzip-dev
-  zlib1g-dev libopenblas-dev libdnnl-dev libhpdf-dev libcmocka-dev
+  libsodium-dev libssl-dev libyaml-dev libjpeg-dev libspng-dev libpng-dev
+  libzip-dev zlib1g-dev libopenblas-dev libdnnl-dev libhpdf-dev libcmocka-dev
   dataset-fashion-mnist chromium fonts-dejavu-core"
 
 # The browser tests run under Node.js; a machine with its own node keeps it.
