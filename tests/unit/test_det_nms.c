@@ -647,6 +647,74 @@ static void nms_random_matches_reference(void **state)
     free(pred);
 }
 
+/* The host stage of the CUDA path (kernels/cuda/det_nms.cu), declared
+ * here because no header exports it. */
+int cpu_det_nms_gathered(const struct det_layout *layout,
+                         const struct det_nms_config *cfg, int batch,
+                         const float *columns, const int *image_first,
+                         const int *anchors, int threads,
+                         struct det_box *boxes, int *counts);
+
+static void nms_gathered_matches_full(void **state)
+{
+    static const int strides[] = {8, 16, 32};
+    struct det_layout l;
+    struct det_nms_config cfg = {0.001f, 0.6f, 100, 500, 1};
+    struct test_rng rng;
+    int batch = 3;
+
+    (void)state;
+    /* What the device does, done here: flag every anchor with a class
+     * logit over -7.5 (below logit(0.001) = -6.9), plus a quarter of the
+     * others at random, which must change nothing, then gather their
+     * columns anchor-major. Image 2 gets no flagged anchor at all. */
+    assert_int_equal(det_layout_init(&l, 5, 96, 128, strides, 3), 0);
+    float *pred = random_head(&l, batch, 13);
+    size_t A = (size_t)l.anchors, no = (size_t)det_outputs(&l);
+    float *columns = new_floats((size_t)batch * A * no);
+    int *anchors = calloc((size_t)batch * A, sizeof(int));
+    int image_first[4], total = 0;
+
+    assert_non_null(anchors);
+    for (size_t k = 64 * A; k < no * A; k++)
+        pred[2 * no * A + k] = -20.0f;
+    rng_seed(&rng, 14);
+    for (int i = 0; i < batch; i++) {
+        const float *p = pred + (size_t)i * no * A;
+
+        image_first[i] = total;
+        for (size_t a = 0; a < A && i < 2; a++) {
+            int flag = rng_uniform(&rng, 0.0f, 1.0f) < 0.25f;
+            for (int c = 0; c < l.nc; c++)
+                flag |= p[(64 + c) * A + a] > -7.5f;
+            if (!flag)
+                continue;
+            for (size_t ch = 0; ch < no; ch++)
+                columns[(size_t)total * no + ch] = p[ch * A + a];
+            anchors[total++] = (int)a;
+        }
+    }
+    image_first[batch] = total;
+
+    struct det_box full[300], gathered[300];
+    int full_counts[3], gathered_counts[3];
+    assert_int_equal(cpu_det_decode_nms(&ctx, &l, &cfg, batch, pred, full,
+                                        full_counts),
+                     0);
+    assert_int_equal(cpu_det_nms_gathered(&l, &cfg, batch, columns,
+                                          image_first, anchors, 0,
+                                          gathered, gathered_counts),
+                     0);
+    assert_int_equal(full_counts[2], 0);
+    for (int i = 0; i < batch; i++)
+        check_same_boxes(full + i * cfg.max_det, full_counts[i],
+                         gathered + i * cfg.max_det, gathered_counts[i]);
+    assert_true(full_counts[0] > 0);
+    free(anchors);
+    free(columns);
+    free(pred);
+}
+
 static double seconds_now(void)
 {
     struct timespec ts;
@@ -707,6 +775,7 @@ int main(void)
         cmocka_unit_test(nms_batch_offsets),
         cmocka_unit_test(nms_invalid_config),
         cmocka_unit_test(nms_random_matches_reference),
+        cmocka_unit_test(nms_gathered_matches_full),
         cmocka_unit_test(nms_full_size_is_fast),
     };
 
