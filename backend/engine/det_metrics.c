@@ -29,7 +29,8 @@
 /* Width of the centred moving average over the mean F1 curve: a tenth
  * of the curve on each side. */
 #define F1_SMOOTH 101
-/* The eps of Ultralytics' ap_per_class in recall and F1 divisions. */
+/* Added to the divisors of recall and F1, so that F1 stays finite when
+ * precision and recall are both 0. */
 #define METRICS_EPS 1e-16
 
 /* One detection: tp bit t is set when it matched at threshold t. */
@@ -455,9 +456,15 @@ static int best_f1_index(const struct det_metrics *m,
         }
         f1[i] = sum / classes;
     }
+    /* Pad each end with its end value, half the window wide. */
     for (int i = 0; i < CURVE_POINTS + F1_SMOOTH - 1; i++) {
         int k = i - half;
-        padded[i] = f1[k < 0 ? 0 : k >= CURVE_POINTS ? CURVE_POINTS - 1 : k];
+
+        if (k < 0)
+            k = 0;
+        if (k > CURVE_POINTS - 1)
+            k = CURVE_POINTS - 1;
+        padded[i] = f1[k];
     }
     for (int i = 0; i < CURVE_POINTS; i++) {
         double smooth = 0.0;
