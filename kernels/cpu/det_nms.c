@@ -18,10 +18,11 @@
  *    reg_max bins, the expected bin index times the stride is the
  *    distance from the anchor point.
  * 4. Suppress. Greedy NMS in that order: a candidate is dropped when its
- *    IoU with a kept box of the same class is > iou (Ultralytics offsets
- *    boxes by class * 7680 px instead, which has the same effect for
- *    boxes inside 7680 px). It stops at max_det kept boxes, so the work
- *    is at most (selected candidates) * max_det IoUs.
+ *    IoU with a kept box of the same class is > iou. Ultralytics offsets
+ *    boxes by class * 7680 px instead, which has the same effect, up to
+ *    the rounding of the shifted coordinates, for boxes within 7680 px.
+ *    It stops at max_det kept boxes, so the work is at most
+ *    (selected candidates) * max_det IoUs.
  *
  * Images are independent and run in parallel with OpenMP. Scratch memory
  * is allocated per image, because a kctx workspace is one buffer and
