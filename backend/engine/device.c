@@ -117,6 +117,7 @@ const struct kernel_ops kernel_ops_cpu = {
     .ema_update = cpu_ema_update,
     .sumsq = cpu_sumsq,
     .scale = cpu_scale,
+    .det_decode_nms = cpu_det_decode_nms,
 };
 
 /* ---- Choosing a device -------------------------------------------------- */

@@ -30,6 +30,7 @@
 extern "C" {
 #endif
 
+#include "detect.h"
 #include "error.h"
 #include "kernels.h"
 
@@ -134,6 +135,14 @@ struct kernel_ops {
                        float decay);
     double (*sumsq)(struct kctx *ctx, size_t n, const float *x);
     void (*scale)(struct kctx *ctx, size_t n, float *x, float a);
+
+    /* ---- Detection: see kernels/detect.h --------------------------------
+     * pred is device memory; boxes and counts are host memory. Waits for
+     * the device and returns 0 or a negative errno-style code. */
+    int (*det_decode_nms)(struct kctx *ctx, const struct det_layout *layout,
+                          const struct det_nms_config *cfg, int batch,
+                          const float *pred, struct det_box *boxes,
+                          int *counts);
 };
 
 /* The CPU table: cpu_* kernels on host memory. */

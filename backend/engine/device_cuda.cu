@@ -117,6 +117,7 @@ static struct kernel_ops make_ops(void)
     ops.ema_update = cuda_ema_update;
     ops.sumsq = cuda_sumsq;
     ops.scale = cuda_scale;
+    ops.det_decode_nms = cuda_det_decode_nms;
     return ops;
 }
 
