@@ -115,6 +115,7 @@ const struct kernel_ops kernel_ops_cpu = {
     .ema_update = cpu_ema_update,
     .sumsq = cpu_sumsq,
     .scale = cpu_scale,
+    .det_loss_forward_backward = cpu_det_loss_forward_backward,
 };
 
 /* ---- Choosing a device -------------------------------------------------- */
