@@ -154,6 +154,27 @@ static float sigmoidf(float x)
     return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
 }
 
+/* Anchor a's predicted box in pixels, (point -/+ distances) * stride,
+ * decoded into box (the image's [anchors, 4] cache, NAN x1 when not yet
+ * decoded) on first use. */
+static const float *anchor_box(const struct det_layout *l, const float *p,
+                               float *box, int a)
+{
+    float *b = box + (size_t)a * 4;
+
+    if (isnan(b[0])) {
+        float ax, ay, d[4];
+        float s = (float)l->stride[anchor_point(l, a, &ax, &ay)];
+
+        decode_distances(p + a, (size_t)l->anchors, l->reg_max, d);
+        b[0] = (ax - d[0]) * s;
+        b[1] = (ay - d[1]) * s;
+        b[2] = (ax + d[2]) * s;
+        b[3] = (ay + d[3]) * s;
+    }
+    return b;
+}
+
 /* Insert c into list (n entries sorted by descending metric, at most k).
  * An entry equal to one already kept goes after it, so that among equal
  * metrics the anchor scanned first (the lower index) stays. */
@@ -187,7 +208,7 @@ static void cell_range(float v1, float v2, int stride, int cells, int *lo,
  * their number. */
 static int select_candidates(const struct det_layout *l,
                              const struct det_loss_config *cfg, const float *p,
-                             const float *box, const struct det_gt *g,
+                             float *box, const struct det_gt *g,
                              struct candidate *list)
 {
     size_t anchors = (size_t)l->anchors;
@@ -211,7 +232,8 @@ static int select_candidates(const struct det_layout *l,
 
                 struct candidate c;
                 c.anchor = l->first[lv] + y * l->w[lv] + x;
-                c.iou = fmaxf(det_ciou(gbox, box + (size_t)c.anchor * 4), 0.0f);
+                const float *pbox = anchor_box(l, p, box, c.anchor);
+                c.iou = fmaxf(det_ciou(gbox, pbox), 0.0f);
                 c.metric = powf(sigmoidf(logit[c.anchor]), cfg->alpha) *
                            powf(c.iou, cfg->beta);
                 topk_insert(list, &n, cfg->topk, c);
@@ -238,17 +260,10 @@ static void assign_image(const struct det_layout *l,
     if (n == 0)
         return;
 
-    /* Predicted boxes in pixels: (point -/+ distances) * stride. */
-    for (int a = 0; a < l->anchors; a++) {
-        float ax, ay, d[4];
-        float s = (float)l->stride[anchor_point(l, a, &ax, &ay)];
-
-        decode_distances(p + a, anchors, l->reg_max, d);
-        box[a * 4 + 0] = (ax - d[0]) * s;
-        box[a * 4 + 1] = (ay - d[1]) * s;
-        box[a * 4 + 2] = (ax + d[2]) * s;
-        box[a * 4 + 3] = (ay + d[3]) * s;
-    }
+    /* Boxes are decoded on first use, because most anchors lie in no
+     * ground-truth box. */
+    for (size_t a = 0; a < anchors; a++)
+        box[a * 4] = NAN;
 
     /* Claims: a later box takes an anchor only with a strictly higher
      * CIoU, so ties go to the lower box index. */
