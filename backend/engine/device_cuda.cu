@@ -115,6 +115,7 @@ static struct kernel_ops make_ops(void)
     ops.ema_update = cuda_ema_update;
     ops.sumsq = cuda_sumsq;
     ops.scale = cuda_scale;
+    ops.det_loss_forward_backward = cuda_det_loss_forward_backward;
     return ops;
 }
 

@@ -9,6 +9,10 @@
 
 #include "detect.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Assigner output for one anchor. */
 struct det_target {
     int gt;      /* index in the batch's gt array, or -1: negative anchor */
@@ -38,5 +42,9 @@ int det_loss_apply(struct kctx *ctx, const struct det_layout *layout,
                    const float *pred, const struct det_gt *gt, int ngt,
                    const struct det_target *targets, float scale, float *dpred,
                    struct det_loss_result *result);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif
