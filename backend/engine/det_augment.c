@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -387,66 +388,95 @@ static int transform_boxes(struct pbox *boxes, int count, double gain,
     return kept;
 }
 
-/* RGB <-> HSV in OpenCV's 8-bit convention: H in 0..179 (degrees / 2),
- * S and V in 0..255. */
-static void rgb_to_hsv(const uint8_t *rgb, int *h, int *s, int *v)
+/* Fixed-point reciprocals for the HSV conversion, in units of 2^-12:
+ * saturation 255 / v and hue 30 / diff (hue in 2-degree steps). */
+struct hsv_tables {
+    int sat[256];
+    int hue[256];
+};
+
+static struct hsv_tables hsv_tables;
+
+static void init_hsv_tables(struct hsv_tables *t)
+{
+    t->sat[0] = t->hue[0] = 0;
+    for (int i = 1; i < 256; i++) {
+        t->sat[i] = (int)lround(255.0 * 4096.0 / i);
+        t->hue[i] = (int)lround(30.0 * 4096.0 / i);
+    }
+}
+
+static void init_hsv_tables_once(void)
+{
+    init_hsv_tables(&hsv_tables);
+}
+
+/* RGB to HSV in OpenCV's 8-bit convention: H in 0..179 (degrees / 2),
+ * S and V in 0..255. Integer arithmetic, because this runs for every
+ * pixel of every training sample. */
+static void rgb_to_hsv(const struct hsv_tables *t, const uint8_t *rgb,
+                       int *h, int *s, int *v)
 {
     int r = rgb[0], g = rgb[1], b = rgb[2];
     int max = r > g ? (r > b ? r : b) : (g > b ? g : b);
     int min = r < g ? (r < b ? r : b) : (g < b ? g : b);
     int diff = max - min;
-    float hue;
+    int num, hue;
 
     *v = max;
-    *s = max == 0 ? 0 : (int)lroundf((float)diff * 255.0f / (float)max);
+    *s = (diff * t->sat[max] + 2048) >> 12;
     if (diff == 0) {
         *h = 0;
         return;
     }
     if (max == r)
-        hue = 60.0f * (float)(g - b) / (float)diff;
+        num = g - b;
     else if (max == g)
-        hue = 120.0f + 60.0f * (float)(b - r) / (float)diff;
+        num = b - r + 2 * diff;
     else
-        hue = 240.0f + 60.0f * (float)(r - g) / (float)diff;
-    if (hue < 0.0f)
-        hue += 360.0f;
-    *h = (int)lroundf(hue / 2.0f) % 180;
+        num = r - g + 4 * diff;
+    hue = (num * t->hue[diff] + 2048) >> 12;
+    if (hue < 0)
+        hue += 180;
+    if (hue >= 180)
+        hue -= 180;
+    *h = hue;
 }
 
+/* HSV (as rgb_to_hsv writes it) back to RGB: sector h / 30 of the hue
+ * hexagon and the fraction f = (h % 30) / 30 within it. */
 static void hsv_to_rgb(int h, int s, int v, uint8_t *rgb)
 {
-    float hh = (float)h * (6.0f / 180.0f);
-    float ss = (float)s / 255.0f, vv = (float)v / 255.0f;
-    int sector = (int)floorf(hh);
-    float f = hh - (float)sector;
-    float p = vv * (1.0f - ss);
-    float q = vv * (1.0f - ss * f);
-    float t = vv * (1.0f - ss * (1.0f - f));
-    float r, g, b;
+    int sector = h / 30, f = h % 30;
+    int p = (v * (255 - s) + 127) / 255;
+    int q = (v * (255 * 30 - s * f) + 3825) / (255 * 30);
+    int u = (v * (255 * 30 - s * (30 - f)) + 3825) / (255 * 30);
+    int r, g, b;
 
-    switch (sector % 6) {
-    case 0: r = vv; g = t; b = p; break;
-    case 1: r = q; g = vv; b = p; break;
-    case 2: r = p; g = vv; b = t; break;
-    case 3: r = p; g = q; b = vv; break;
-    case 4: r = t; g = p; b = vv; break;
-    default: r = vv; g = p; b = q; break;
+    switch (sector) {
+    case 0: r = v; g = u; b = p; break;
+    case 1: r = q; g = v; b = p; break;
+    case 2: r = p; g = v; b = u; break;
+    case 3: r = p; g = q; b = v; break;
+    case 4: r = u; g = p; b = v; break;
+    default: r = v; g = p; b = q; break;
     }
-    rgb[0] = (uint8_t)lroundf(r * 255.0f);
-    rgb[1] = (uint8_t)lroundf(g * 255.0f);
-    rgb[2] = (uint8_t)lroundf(b * 255.0f);
+    rgb[0] = (uint8_t)r;
+    rgb[1] = (uint8_t)g;
+    rgb[2] = (uint8_t)b;
 }
 
 /* Ultralytics' RandomHSV: gains r = 1 + u * gain with u in [-1, 1] and
  * lookup tables hue (x * r) % 180, saturation and value clip(x * r). */
 static void apply_hsv(struct picture *pic, const double gains[3])
 {
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
     uint8_t lut_h[256], lut_s[256], lut_v[256];
     size_t n = (size_t)pic->width * (size_t)pic->height;
 
     if (gains[0] == 1.0 && gains[1] == 1.0 && gains[2] == 1.0)
         return;
+    pthread_once(&once, init_hsv_tables_once);
     for (int x = 0; x < 256; x++) {
         double hv = fmod(x * gains[0], 180.0);
         double sv = x * gains[1], vv = x * gains[2];
@@ -459,7 +489,7 @@ static void apply_hsv(struct picture *pic, const double gains[3])
         uint8_t *p = pic->pixels + i * 3;
         int h, s, v;
 
-        rgb_to_hsv(p, &h, &s, &v);
+        rgb_to_hsv(&hsv_tables, p, &h, &s, &v);
         hsv_to_rgb(lut_h[h] % 180, lut_s[s], lut_v[v], p);
     }
 }

@@ -257,6 +257,32 @@ static void train_flip_mirrors(void **state)
     free(a);
 }
 
+/* A value gain of 1e-9 runs the HSV step with tables that change V by
+ * at most 1, so only the RGB -> HSV -> RGB round trip error shows. */
+static void train_hsv_round_trip(void **state)
+{
+    struct det_aug_params p = params_off();
+    struct sample *a = calloc(2, sizeof(*a));
+    struct sample *b = a + 1;
+    float worst = 0.0f;
+
+    (void)state;
+    assert_non_null(a);
+    load_train(&p, 5, 0, 0, 4, a);
+    p.hsv_v = 1e-9;
+    load_train(&p, 5, 0, 0, 4, b);
+    for (size_t k = 0; k < 3 * S * S; k++) {
+        float d = fabsf(a->chw[k] - b->chw[k]) * 255.0f;
+
+        if (d > worst)
+            worst = d;
+    }
+    print_message("HSV round trip: max error %.2f / 255\n", worst);
+    assert_true(worst <= 1.5f);
+    assert_true(memcmp(a->chw, b->chw, sizeof(a->chw)) != 0);
+    free(a);
+}
+
 /* Image i carries class i, so the classes in a mosaic say which images
  * it shows: never more than 4, and more than 1 in some samples. */
 static void mosaic_boxes_from_four(void **state)
@@ -363,6 +389,7 @@ int main(void)
         cmocka_unit_test(train_boxes_inside),
         cmocka_unit_test(train_plain_letterbox),
         cmocka_unit_test(train_flip_mirrors),
+        cmocka_unit_test(train_hsv_round_trip),
         cmocka_unit_test(mosaic_boxes_from_four),
         cmocka_unit_test(letterbox_round_trip),
         cmocka_unit_test(letterbox_invalid_size),
