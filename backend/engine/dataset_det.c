@@ -448,7 +448,8 @@ static char *single_subfolder(const char *folder)
     return sub;
 }
 
-static int locate_yaml(const char *path, char **yaml_path, struct error *err)
+int dataset_det_find_yaml(const char *path, char **yaml_path,
+                          struct error *err)
 {
     struct stat st;
     char *sub;
@@ -1774,7 +1775,7 @@ int dataset_det_scan(const char *path, const struct dataset_det_options *opt,
     sc.ds = ds;
     sc.threads = opt && opt->threads > 1 ? opt->threads : 1;
     sc.cache_limit = opt ? opt->cache_bytes : 0;
-    rc = locate_yaml(path, &ds->yaml_path, err);
+    rc = dataset_det_find_yaml(path, &ds->yaml_path, err);
     if (rc == 0) {
         ds->root = strdup(ds->yaml_path);
         if (ds->root == NULL)

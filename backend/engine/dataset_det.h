@@ -147,6 +147,12 @@ int dataset_det_scan(const char *path, const struct dataset_det_options *opt,
 
 void dataset_det_free(struct dataset_det *ds);
 
+/* Find the data.yaml that dataset_det_scan would open for path. Returns
+ * 0 with *yaml_path a new string to free, or -ENOENT (none) or another
+ * negative code with err set. */
+int dataset_det_find_yaml(const char *path, char **yaml_path,
+                          struct error *err);
+
 /* Labels of image i of a split, normalised x y w h as in the file, after
  * validation. The arrays belong to ds. Returns 0 or -EINVAL. */
 int dataset_det_labels(const struct dataset_det *ds, int split, size_t i,
