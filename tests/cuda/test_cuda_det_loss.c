@@ -168,9 +168,8 @@ static void make_input(const struct loss_case *c, struct loss_input *in)
 {
     static const int strides[3] = {8, 16, 32};
 
-    assert_int_equal(det_layout_init(&in->l, c->nc, c->img, c->img, strides,
-                                     c->nlevels),
-                     0);
+    assert_int_equal(
+        det_layout_init(&in->l, c->nc, c->img, c->img, strides, c->nlevels), 0);
     rng_state = c->seed;
     in->n = (size_t)c->batch * det_outputs(&in->l) * in->l.anchors;
     in->pred = host_floats(in->n);
@@ -183,8 +182,7 @@ static void make_input(const struct loss_case *c, struct loss_input *in)
             in->pred[i] = rng_uniform(-3.0f, 1.0f);
     }
 
-    in->gt = calloc((size_t)c->batch * c->boxes_per_image + 1,
-                    sizeof(*in->gt));
+    in->gt = calloc((size_t)c->batch * c->boxes_per_image + 1, sizeof(*in->gt));
     assert_non_null(in->gt);
     in->ngt = 0;
     for (int b = 0; b < c->batch; b++) {
@@ -215,8 +213,7 @@ static void free_input(struct loss_input *in)
 
 /* |a - b| <= atol + rtol |b| for every element; prints the worst. */
 static void check_close(const char *what, const float *expected,
-                        const float *actual, size_t n, double atol,
-                        double rtol)
+                        const float *actual, size_t n, double atol, double rtol)
 {
     size_t worst = 0, failures = 0;
     double worst_excess = -INFINITY;
@@ -235,8 +232,8 @@ static void check_close(const char *what, const float *expected,
     if (failures > 0)
         fail_msg("%s: %zu of %zu values differ (atol %g, rtol %g); worst "
                  "at %zu: expected %.9g, actual %.9g",
-                 what, failures, n, atol, rtol, worst,
-                 (double)expected[worst], (double)actual[worst]);
+                 what, failures, n, atol, rtol, worst, (double)expected[worst],
+                 (double)actual[worst]);
 }
 
 static void check_part(const char *what, double expected, double actual)
@@ -245,7 +242,8 @@ static void check_part(const char *what, double expected, double actual)
         fail_msg("%s: expected %.12g, actual %.12g", what, expected, actual);
 }
 
-/* ---- Tests ----------------------------------------------------------------- */
+/* ---- Tests -----------------------------------------------------------------
+ */
 
 static void det_loss_matches_cpu(void **state)
 {
@@ -344,18 +342,18 @@ static void det_loss_repeats_exactly(void **state)
 
     gpu_upload(d_pred, in.pred, sizeof(float) * in.n);
     assert_int_equal(cuda_det_loss_forward_backward(&gpu_ctx, &in.l, &cfg, 4,
-                                                    d_pred, in.gt, in.ngt,
-                                                    1.0f, d_dpred, &first),
+                                                    d_pred, in.gt, in.ngt, 1.0f,
+                                                    d_dpred, &first),
                      0);
     gpu_download(dpred[0], d_dpred, sizeof(float) * in.n);
     assert_int_equal(cuda_det_loss_forward_backward(&gpu_ctx, &in.l, &cfg, 4,
-                                                    d_pred, in.gt, in.ngt,
-                                                    1.0f, d_dpred, &second),
+                                                    d_pred, in.gt, in.ngt, 1.0f,
+                                                    d_dpred, &second),
                      0);
     gpu_download(dpred[1], d_dpred, sizeof(float) * in.n);
     assert_int_equal(cuda_det_loss_forward_backward(&gpu_ctx, &in.l, &cfg, 4,
-                                                    d_pred, in.gt, in.ngt,
-                                                    1.0f, NULL, &no_grad),
+                                                    d_pred, in.gt, in.ngt, 1.0f,
+                                                    NULL, &no_grad),
                      0);
 
     assert_memory_equal(dpred[0], dpred[1], sizeof(float) * in.n);
