@@ -23,8 +23,8 @@
  * Every sum uses the fixed-order reductions of reduce.cuh, without
  * atomics, so a run repeats bit for bit. expf, atanf and powf are not
  * correctly rounded on either side, so values differ from the CPU's by a
- * few float ulp; an assignment could differ only where two metrics or
- * CIoUs tie to within that.
+ * few float ulp. The assignment can therefore differ only where two
+ * metrics or CIoUs are within that of each other.
  *
  * All scratch (the boxes, targets, per-anchor terms and partial sums)
  * comes from one workspace request, because each request may move the
@@ -72,7 +72,7 @@ struct det_scratch {
 
 /* ---- Shared device helpers ---------------------------------------------- */
 
-/* det_outputs of kernels/detect.h, which is host code. */
+/* Channels per anchor, as det_outputs (host code) computes them. */
 static __device__ __forceinline__ size_t outputs(const struct det_layout &l)
 {
     return (size_t)(4 * l.reg_max + l.nc);
@@ -260,7 +260,8 @@ static __device__ void score_anchors(const struct det_layout &l,
 /* Per-image pointers of the assigner. */
 struct image_assign {
     const float *p;
-    const struct det_gt *gt; /* the batch's boxes; g0 .. g1 - 1 are ours */
+    const struct det_gt
+        *gt; /* the batch's boxes; this image has g0 .. g1 - 1 */
     int g0, g1;
     float *box, *claim_iou, *claim_metric;
     int *claims;

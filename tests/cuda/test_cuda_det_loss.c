@@ -6,14 +6,15 @@
  * Both sides get the same random predictions and boxes (fixed seeds) on
  * several layouts, and must agree within tolerances of the kind that
  * tests/cuda/test_cuda_kernels.c explains. The assigner decodes boxes and
- * scores anchors in float on both sides, with expf, atanf and powf, which
- * are not correctly rounded in either libm, and nvcc may fuse a * b + c
- * into one FMA where gcc does not. Those few-ulp differences grow about 6
- * times through the metric's CIoU^6, so soft targets differ by up to about
- * 1e-6 relative. Hence rtol 1e-5 on the loss parts, and atol 1e-6 + rtol
- * 1e-4 on the gradient (whose largest values are of order 1). The number
- * of positives must match exactly: a different assignment would change
- * the loss by far more.
+ * scores anchors in float on both sides. expf, atanf and powf are not
+ * correctly rounded in either libm, and nvcc may fuse a * b + c into one
+ * FMA where gcc does not. The metric's CIoU^6 multiplies those few-ulp
+ * differences by about 6, so soft targets differ by an estimated 1e-6
+ * relative at most. Hence rtol 1e-5 on the loss parts, and atol 1e-6 +
+ * rtol 1e-4 on the gradient (whose largest values are of order 1). The
+ * number of positives must match exactly, because both sides apply the
+ * same rules; only two metrics or CIoUs within a few ulp of each other
+ * could make them choose differently.
  *
  * Without a usable CUDA device each test that needs one prints
  * "SKIP cuda: ..." with the reason and is reported as skipped.
@@ -211,7 +212,8 @@ static void free_input(struct loss_input *in)
     free(in->gt);
 }
 
-/* |a - b| <= atol + rtol |b| for every element; prints the worst. */
+/* Fail unless |actual - expected| <= atol + rtol |expected| for every
+ * element, printing the worst one. */
 static void check_close(const char *what, const float *expected,
                         const float *actual, size_t n, double atol, double rtol)
 {
