@@ -257,11 +257,11 @@ static __device__ void score_anchors(const struct det_layout &l,
     }
 }
 
-/* Per-image pointers of the assigner. */
+/* Per-image pointers of the assigner. gt is the batch's boxes, of which
+ * the image has g0 .. g1 - 1. */
 struct image_assign {
     const float *p;
-    const struct det_gt
-        *gt; /* the batch's boxes; this image has g0 .. g1 - 1 */
+    const struct det_gt *gt;
     int g0, g1;
     float *box, *claim_iou, *claim_metric;
     int *claims;
@@ -399,8 +399,7 @@ static __global__ void assign_kernel(struct det_layout l,
         finish_image(l, cfg, img, s.cand, s.best);
 }
 
-/* ---- Loss terms -----------------------------------------------------------
- */
+/* ---- Loss terms --------------------------------------------------------- */
 
 /* Soft target of each positive, 0 for negatives. */
 struct target_terms {
@@ -599,8 +598,7 @@ box_dfl_kernel(struct det_layout l, int batch, const float *pred,
     }
 }
 
-/* ---- Host side -------------------------------------------------------------
- */
+/* ---- Host side ---------------------------------------------------------- */
 
 static size_t align256(size_t bytes)
 {

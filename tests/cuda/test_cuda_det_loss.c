@@ -244,8 +244,7 @@ static void check_part(const char *what, double expected, double actual)
         fail_msg("%s: expected %.12g, actual %.12g", what, expected, actual);
 }
 
-/* ---- Tests -----------------------------------------------------------------
- */
+/* ---- Tests -------------------------------------------------------------- */
 
 static void det_loss_matches_cpu(void **state)
 {
