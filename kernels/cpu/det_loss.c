@@ -171,9 +171,9 @@ static float sigmoidf(float x)
     return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
 }
 
-/* Anchor a's predicted box in pixels, (point -/+ distances) * stride,
- * decoded into box (the image's [anchors, 4] cache, NAN x1 when not yet
- * decoded) on first use. */
+/* Return anchor a's predicted box in pixels, (point -/+ distances) *
+ * stride. The box is decoded into the image's [anchors, 4] cache box on
+ * first use, which a NAN x1 marks. */
 static const float *anchor_box(const struct det_layout *l, const float *p,
                                float *box, int a)
 {
