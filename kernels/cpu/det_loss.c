@@ -48,7 +48,7 @@
 #define ASSIGN_EPS 1e-9f
 /* Upper clamp of DFL target distances below reg_max - 1, so that the
  * right-hand bin floor(t) + 1 stays inside the distribution. */
-#define DFL_MARGIN 0.01f
+#define DFL_MARGIN 0.01
 /* eps of Ultralytics' bbox_iou, also used by det_ciou. */
 #define CIOU_EPS 1e-7
 
