@@ -2,11 +2,11 @@
  * Scanning, validation and reporting of detection data sets; the layout
  * and the contract are in dataset_det.h.
  *
- * The scan runs in three steps: locate and parse data.yaml, collect the
- * image paths of each split (folders walked with scandir in byte order,
- * so the order is the same on every run and file system), then, chunk by
- * chunk, decode the images in parallel and validate their label files in
- * scan order. Every problem goes into the report as it is found; only
+ * The scan runs in three steps. It locates and parses data.yaml, then
+ * collects the image paths of each split. Folders are walked with scandir
+ * in byte order, so the order is the same on every run and file system.
+ * Last, chunk by chunk, it decodes the images in parallel and validates
+ * their label files in scan order. Every problem goes into the report as it is found; only
  * running out of memory and the data.yaml errors listed in dataset_det.h
  * stop the scan.
  */
@@ -33,8 +33,8 @@
 /* Maximum depth of subfolders below a split folder. */
 #define MAX_FOLDER_DEPTH 16
 
-/* Report entries kept per rule; later ones are counted in a closing
- * entry, so that a data set with a million bad rows gives a short
+/* Report entries kept per rule. Later ones are only counted in a
+ * closing entry, so a data set with a million bad rows gets a short
  * report. */
 #define PROBLEMS_PER_RULE 100
 
@@ -939,7 +939,9 @@ static bool out_of_range(float v)
 
 static float clip01(float v)
 {
-    return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    if (v < 0.0f)
+        return 0.0f;
+    return v > 1.0f ? 1.0f : v;
 }
 
 /* Validate the edges x1 y1 x2 y2 of one row and fill r. Returns 1 when

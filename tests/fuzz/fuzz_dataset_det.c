@@ -7,7 +7,7 @@
  *
  *   data.yaml \0 labels/train/a.txt \0 labels/val/v.txt \0 list.txt
  *
- * A missing part leaves its file out. The data set folder also holds
+ * A missing part leaves its file out. The data set folder also contains
  * images/train/a.png, images/train/b.png (no labels) and
  * images/val/v.png, 8x4 PNGs, so data.yaml may name images/train,
  * images/val or list.txt. The folder is made under $TMPDIR (default
@@ -209,7 +209,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         exercise(ds);
         dataset_det_free(ds);
     } else if (err.msg[0] == '\0') {
-        abort(); /* every failure says why */
+        abort(); /* every failure must have a message */
     }
     return 0;
 }

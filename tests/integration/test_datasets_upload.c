@@ -468,7 +468,7 @@ static void detection_set_is_ready(void **state)
              w.s->data, (long long)w.user_id, (long long)id);
     assert_int_equal(access(path, F_OK), 0);
 
-    /* The stored report and the listing say the same. */
+    /* The stored report and the listing match the response. */
     snprintf(target, sizeof(target), "/api/v1/datasets/%lld/report",
              (long long)id);
     call(&w.user, "GET", target, NULL, &r);

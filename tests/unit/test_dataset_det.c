@@ -113,7 +113,7 @@ static void write_png_cut(const char *rel)
     free(png);
 }
 
-/* A valid PNG whose IHDR says width x height, with a matching CRC. */
+/* A valid PNG whose IHDR declares width x height, with a matching CRC. */
 static void write_png_claiming(const char *rel, uint32_t width,
                                uint32_t height)
 {

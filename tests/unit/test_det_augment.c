@@ -3,7 +3,7 @@
  * inside the image, the flip, mosaic content, letterboxing and its
  * inverse mapping, and the time per sample.
  *
- * The fixture is a data set of TRAIN_IMAGES 64x48 noise images; image i
+ * The fixture is a data set of TRAIN_IMAGES 64x48 noise images. Image i
  * has one box of class i, and one 100x50 validation image has one box.
  */
 #include <errno.h>
@@ -283,8 +283,9 @@ static void train_hsv_round_trip(void **state)
     free(a);
 }
 
-/* Image i carries class i, so the classes in a mosaic say which images
- * it shows: never more than 4, and more than 1 in some samples. */
+/* Image i carries class i, so the classes in a mosaic identify the
+ * images it shows. There are never more than 4, and more than 1 in some
+ * samples. */
 static void mosaic_boxes_from_four(void **state)
 {
     struct det_aug_params p = params_off();
