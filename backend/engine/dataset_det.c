@@ -404,6 +404,17 @@ static int find_yaml_in(const char *folder, char **out, struct error *err)
         }
     }
     free_entries(entries, n);
+    if (found != NULL && yaml_count == 1) {
+        struct stat st;
+
+        if (lstat(found, &st) == 0 && S_ISLNK(st.st_mode)) {
+            error_set(err, -EINVAL, "'%s' is a symbolic link, which is not "
+                      "followed; put the file itself in the data set",
+                      found);
+            free(found);
+            return -EINVAL;
+        }
+    }
     if (yaml_count > 1) {
         free(found);
         return error_set(err, -EINVAL, "data set folder '%s' holds several "

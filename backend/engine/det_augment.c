@@ -651,6 +651,8 @@ int det_letterbox_image(const struct image *img, int imgsz, float *chw,
                          "1 or 3 channels");
     fit_size(img->width, img->height, imgsz, &w, &h, &r);
     if (w != img->width || h != img->height) {
+        /* NOTE: Ultralytics shrinks validation images with cv2.INTER_AREA;
+         * bilinear resizing here gives slightly sharper pixels. */
         rc = image_resize(img, w, h, &resized, err);
         if (rc != 0)
             return rc;
