@@ -1541,8 +1541,9 @@ static int find_orphans(struct scan *sc, const char *folder, int depth)
             rc = find_orphans(sc, full, depth + 1);
         } else if (lstat(full, &st) == 0 && S_ISREG(st.st_mode) &&
                    strcmp(extension(full), "txt") == 0 &&
-                   bsearch(&full, sc->label_paths, sc->label_count,
-                           sizeof(char *), compare_strings) == NULL) {
+                   (sc->label_count == 0 ||
+                    bsearch(&full, sc->label_paths, sc->label_count,
+                            sizeof(char *), compare_strings) == NULL)) {
             sc->ds->orphan_labels++;
             rc = add_problem(sc, DATASET_DET_WARNING, rel_path(sc->ds, full),
                              0, "label_without_image", "ignored",
@@ -1580,7 +1581,9 @@ static int report_orphans(struct scan *sc, char **folders, int count)
 {
     int rc = 0;
 
-    qsort(sc->label_paths, sc->label_count, sizeof(char *), compare_strings);
+    if (sc->label_count > 0) /* qsort and bsearch reject NULL */
+        qsort(sc->label_paths, sc->label_count, sizeof(char *),
+              compare_strings);
     for (int i = 0; i < count && rc == 0; i++) {
         bool seen = false;
         char *labels;

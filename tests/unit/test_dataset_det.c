@@ -877,6 +877,26 @@ static void scan_threads_same_result(void **state)
     dataset_det_free(b);
 }
 
+/* Regression: with no label file in use, the orphan check sorted a NULL
+ * array, which UndefinedBehaviorSanitizer rejects. */
+static void orphan_without_used_labels(void **state)
+{
+    struct dataset_det *ds;
+
+    (void)state;
+    assert_int_equal(unlink(path_in("labels/train/t.txt")), 0);
+    assert_int_equal(unlink(path_in("labels/val/v.txt")), 0);
+    write_text("labels/train/orphan.txt", "0 0.5 0.5 0.2 0.2\n");
+    write_text("data.yaml", "train: images/train\nval: images/val\n"
+                            "names: [a, b]\n");
+    ds = scan_ok(root, 0);
+    assert_int_equal(ds->splits[DATASET_DET_TRAIN].background, 1);
+    assert_int_equal(ds->orphan_labels, 1);
+    assert_non_null(find_problem(ds, "labels/train/orphan.txt", 0,
+                                 "label_without_image"));
+    dataset_det_free(ds);
+}
+
 #define FIXTURE(name) cmocka_unit_test_setup_teardown(name, setup_fixture, \
                                                       remove_root)
 #define SMALL(name) cmocka_unit_test_setup_teardown(name, setup_small, \
@@ -917,6 +937,7 @@ int main(void)
         SMALL(yaml_symlink_rejected),
         SMALL(unsupported_format_reported),
         SMALL(report_capped_per_rule),
+        SMALL(orphan_without_used_labels),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
