@@ -70,7 +70,9 @@ static bool fits(const struct fmnist_det_box *box,
 
 static uint8_t clamp_byte(int v)
 {
-    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    if (v < 0)
+        return 0;
+    return (uint8_t)(v > 255 ? 255 : v);
 }
 
 /* Fill rgb with a plain, gradient or noisy dark background. */

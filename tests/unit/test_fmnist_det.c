@@ -125,9 +125,9 @@ static int pixel_sum(const uint8_t *rgb, int x, int y)
 }
 
 /* Item colours have channels of 100 or more and backgrounds of 79 or
- * less, so with solid items a pixel on a box's inner border sums to 300
- * or more and one just outside, where no other box lies, to 237 or
- * less. */
+ * less. So with solid items, a pixel on a box's inner border sums to 300
+ * or more, and one just outside the box (where no other box lies) sums
+ * to 237 or less. */
 static void render_boxes_exact(void **state)
 {
     struct fmnist_set set = rect_set();
