@@ -124,9 +124,9 @@ static void on_sets(int status, const struct json *reply, void *ctx)
         snprintf(dialog.set_names[i], sizeof(dialog.set_names[i]), "%s",
                  json_string(json_get(d, "name"), "?"));
         snprintf(value, sizeof(value), "%" PRId64, dialog.set_ids[i]);
-        snprintf(text, sizeof(text), "%s%s (%s, %" PRId64 " images)",
+        snprintf(text, sizeof(text), "%s%s: %s, %" PRId64 " images",
                  dialog.set_names[i],
-                 sample != NULL && sample->type == JSON_TRUE ? ", sample"
+                 sample != NULL && sample->type == JSON_TRUE ? " (sample)"
                                                              : "",
                  dialog.set_tasks[i], json_int(json_get(d, "images"), 0));
         dom_option("train-dataset", value, text);
