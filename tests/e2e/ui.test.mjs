@@ -33,6 +33,8 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'trainyard-e2e-'));
 const data = path.join(tmp, 'data');
 const shots = process.env.E2E_SCREENSHOTS || path.join(tmp, 'screenshots');
 const children = [];
+// The servers that the live-update test stops and restarts.
+const servers = {};
 let browser = null;
 let passed = 0;
 let failed = 0;
@@ -70,17 +72,19 @@ function run(cmd, args, input, cwd) {
   return r.stdout;
 }
 
-// Start a server in its own process group and return its port, read from
+// Start build/bin/PROGRAM (by default the name, which also names its log
+// and port file) in its own process group and return its port, read from
 // the --port-file it writes once it listens.
-async function startServer(name, args, env) {
+async function startServer(name, args, env, program = name) {
   const portFile = path.join(tmp, `${name}.port`);
   const log = fs.openSync(path.join(tmp, `${name}.log`), 'w');
-  const child = spawn(bin(name), [...args, '--port-file', portFile], {
+  const child = spawn(bin(program), [...args, '--port-file', portFile], {
     env: { ...process.env, ...env },
     stdio: ['ignore', log, log],
     detached: true,
   });
   children.push(child);
+  child.on('error', () => {}); // a failed spawn ends in the throw below
   for (let i = 0; i < 100; i++) {
     if (child.exitCode !== null)
       break;
@@ -155,10 +159,17 @@ async function setUp() {
     ['--data', data, '--listen', '127.0.0.1:0', '--config',
       path.join(tmp, 'backend.yaml')],
     { TRAINYARD_PWHASH: 'fast', TRAINYARD_TRAIN: bin('train') });
-  const gatewayPort = await startServer('gateway', ['--listen',
-    '127.0.0.1:0', '--backend', `127.0.0.1:${backendPort}`, '--secret',
-    path.join(data, 'gateway.secret'), '--ui', path.join(root, 'build/ui')],
-    {});
+  servers.backendPort = backendPort;
+  const gatewayPort = await startServer('gateway',
+    gatewayArgs('127.0.0.1:0'), {});
+  servers.gateway = children.at(-1);
+  servers.gatewayPort = gatewayPort;
+  // A second gateway that serves one live WebSocket, so a second page
+  // must fall back to polling.
+  const limitedPort = await startServer('gateway-limited',
+    gatewayArgs('127.0.0.1:0', ['--live-connections', '1']), {},
+    'gateway');
+  servers.limitedBase = `http://127.0.0.1:${limitedPort}`;
   const base = `http://127.0.0.1:${gatewayPort}`;
   const admin = await signedInClient(base, ADMIN);
   const account = await admin('POST', '/admin/accounts',
@@ -170,6 +181,13 @@ async function setUp() {
   await admin('POST', `/admin/accounts/${poor.id}/credits`,
     { amount: POOR_CREDIT, description: 'e2e test credit' });
   return base;
+}
+
+function gatewayArgs(listen, extra = []) {
+  return ['--listen', listen, '--backend',
+    `127.0.0.1:${servers.backendPort}`, '--secret',
+    path.join(data, 'gateway.secret'), '--ui', path.join(root, 'build/ui'),
+    ...extra];
 }
 
 // A zip archive of a small Fashion-MNIST set with three bad entries: a
@@ -601,6 +619,101 @@ async function testStopResume(page) {
   check('second stop reaches stopped', state === 'stopped', state);
 }
 
+// The stored events of a model: their count and the last seq.
+async function storedEvents(page, model) {
+  return page.evaluate(async (id) => {
+    let after = 0;
+    let count = 0;
+    for (;;) {
+      const r = await fetch(`/api/v1/models/${id}/events?after=${after}`)
+        .then((res) => res.json());
+      count += r.events.length;
+      if (r.events.length > 0)
+        after = r.events.at(-1).seq;
+      if (!r.more)
+        return { count, last: after };
+    }
+  }, model);
+}
+
+async function liveMode(page) {
+  return page.getAttribute('#m-live', 'data-mode');
+}
+
+// Model 2 trains while the gateway is killed and restarted on its port:
+// the screen's WebSocket reconnects by itself and replays what it
+// missed. Meanwhile a gateway with one live connection makes a second
+// page poll, and that page returns to the socket once it is free.
+async function testLive(page, context) {
+  await page.click('#nav-home');
+  await page.click('#model-link-2');
+  await page.waitForFunction(() =>
+    document.getElementById('m-live')?.dataset.mode === 'live');
+  check('model screen says it is live', (await page.textContent('#m-live'))
+    === 'Live updates: connected.');
+  await page.fill('#m-epochs-input', '6');
+  await page.click('#m-start');
+  await page.waitForFunction(() => /^Epochs done: [1-9]/.test(
+    document.getElementById('m-epochs')?.textContent), null,
+  { timeout: 30000 });
+
+  process.kill(-servers.gateway.pid, 'SIGKILL');
+  await page.waitForFunction(() =>
+    document.getElementById('m-live')?.dataset.mode !== 'live');
+  check('lost connection is shown', (await liveMode(page)) !== 'live');
+  await page.waitForTimeout(1500);
+  await startServer('gateway-restarted',
+    gatewayArgs(`127.0.0.1:${servers.gatewayPort}`), {}, 'gateway');
+  servers.gateway = children.at(-1);
+  await page.waitForFunction(() =>
+    document.getElementById('m-live')?.dataset.mode === 'live', null,
+  { timeout: 30000 }).catch(() => {});
+  check('socket reconnects by itself', (await liveMode(page)) === 'live',
+    await liveMode(page));
+
+  const holder = await context.newPage();
+  await holder.goto(`${servers.limitedBase}/#/models/2`);
+  await holder.waitForFunction(() =>
+    document.getElementById('m-live')?.dataset.mode === 'live');
+  const fallback = await context.newPage();
+  const polls = { count: 0 };
+  fallback.on('request', (r) => {
+    if (/\/api\/v1\/models\/2\/events/.test(r.url()))
+      polls.count++;
+  });
+  await fallback.goto(`${servers.limitedBase}/#/models/2`);
+  await fallback.waitForFunction(() =>
+    document.getElementById('m-live')?.dataset.mode === 'polling');
+  await fallback.waitForFunction(() =>
+    Number(document.getElementById('m-live')?.dataset.events) > 0);
+  check('full gateway makes the page poll', polls.count > 0,
+    `${polls.count} polls`);
+  await holder.close();
+  await fallback.waitForFunction(() =>
+    document.getElementById('m-live')?.dataset.mode === 'live', null,
+  { timeout: 45000 }).catch(() => {});
+  check('polling page returns to the socket',
+    (await liveMode(fallback)) === 'live', await liveMode(fallback));
+
+  const state = await waitForState(page, ['completed', 'failed'], 90000);
+  check('model 2 completes', state === 'completed', state);
+  await fallback.waitForFunction(() =>
+    document.getElementById('m-status')?.dataset.state === 'completed');
+  const stored = await storedEvents(page, 2);
+  for (const [name, p] of [['reconnected', page], ['fallback', fallback]]) {
+    const seen = await p.evaluate(() => {
+      const el = document.getElementById('m-live');
+      return { count: Number(el.dataset.events), last: Number(el.dataset.seq) };
+    });
+    check(`${name} page saw every event once`,
+      seen.count === stored.count && seen.last === stored.last,
+      `saw ${JSON.stringify(seen)}, stored ${JSON.stringify(stored)}`);
+  }
+  check('model 2 shows 6 epochs', (await page.textContent('#m-epochs')) ===
+    'Epochs done: 6 of 6');
+  await fallback.close();
+}
+
 async function testAccount(page) {
   await page.click('#nav-account');
   await page.waitForFunction(() =>
@@ -724,8 +837,11 @@ async function main() {
   // Chromium logs each 4xx reply as a console error. The 401s of /me
   // before sign-in and of the wrong password, and the 402 of the
   // declined card, are expected, so only other console errors count.
+  // The live-update test kills the gateway, so failed WebSocket
+  // handshakes are expected too.
   page.on('console', (m) => {
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load '))
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load ') &&
+        !/^WebSocket connection to .* failed/.test(m.text()))
       pageErrors.push(m.text());
   });
   const eventPolls = { count: 0 };
@@ -751,6 +867,7 @@ async function main() {
   await testBilling(page);
   await testNarrow(page);
   await testStopResume(page);
+  await testLive(page, context);
   await testAccount(page);
   await testPause(page, base);
   await testSignOut(page);

@@ -21,6 +21,8 @@ struct source_handlers {
     /* A request failed; status 0 means the gateway was not reached, and
      * -1 marks an error message of the WebSocket. */
     void (*on_error)(int status, const struct json *reply);
+    /* The source changed its mode; see source_mode. */
+    void (*on_mode)(const char *mode);
 };
 
 /* Start following a model; stops any source that runs. */
@@ -29,7 +31,7 @@ void source_stop(void);
 /* Ask for the model now, such as after a button changed its state. */
 void source_refresh(void);
 /* "live" while the WebSocket is open, "polling" during the fallback, or
- * "connecting". */
+ * "connecting" before the first open and between reconnects. */
 const char *source_mode(void);
 
 #endif

@@ -43,6 +43,12 @@ static unsigned run;
 static void connect_socket(void);
 static void fetch_model(void);
 
+static void report_mode(void)
+{
+    if (handlers.on_mode != NULL)
+        handlers.on_mode(source_mode());
+}
+
 static int current(void *ctx)
 {
     return (unsigned)(uintptr_t)ctx == run;
@@ -124,6 +130,7 @@ static void on_socket_open(void *ctx)
              ",\"after\":%" PRId64 "}",
              model, last_seq);
     ws_send(socket_handle, text);
+    report_mode();
 }
 
 static void on_socket_message(const char *text, void *ctx)
@@ -177,6 +184,7 @@ static void on_socket_close(int code, int opened, void *ctx)
                                                  : backoff_ms * 2;
     reconnect_timer = timer_after(delay, on_reconnect_timer,
                                   (void *)(uintptr_t)run);
+    report_mode();
 }
 
 static void connect_socket(void)
@@ -204,6 +212,7 @@ void source_start(int64_t model_id, const struct source_handlers *h)
     connect_socket();
     refresh_timer = timer_every(MODEL_REFRESH_MS, on_refresh_timer,
                                 (void *)(uintptr_t)run);
+    report_mode();
 }
 
 void source_stop(void)

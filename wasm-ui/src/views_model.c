@@ -68,6 +68,9 @@ static struct {
     size_t epochs_seen;
     int64_t batch_size;
     int running;
+    /* Events received, which the e2e test compares with the stored
+     * events to find repeats or gaps. */
+    long events;
     int64_t epochs_total;
     int64_t epochs_done;
     /* Set by epoch and state events. The ledger is then requested once at
@@ -218,6 +221,8 @@ static void on_model(const struct json *reply)
         model.billing_stale = 0;
         load_billing();
     }
+    /* A reply means the gateway is reachable again. */
+    dom_set_text("m-source-error", "");
     set_task(json_string(json_get(reply, "task"), "classify"));
     /* The trainer's default batch when the model sets none. */
     model.batch_size = json_int(json_get(args, "batch"), 16);
@@ -334,6 +339,14 @@ static void on_event(const struct json *event)
 {
     const char *kind = json_string(json_get(event, "kind"), "");
     const struct json *payload = json_get(event, "payload");
+    char count[24];
+
+    model.events++;
+    snprintf(count, sizeof(count), "%ld", model.events);
+    dom_set_attr("m-live", "data-events", count);
+    snprintf(count, sizeof(count), "%" PRId64,
+             json_int(json_get(event, "seq"), 0));
+    dom_set_attr("m-live", "data-seq", count);
 
     if (strcmp(kind, "batch") == 0) {
         double batch = json_number(json_get(payload, "batch"), 0);
@@ -379,12 +392,25 @@ static void on_event(const struct json *event)
     }
 }
 
+static void on_source_mode(const char *mode)
+{
+    dom_set_attr("m-live", "data-mode", mode);
+    if (strcmp(mode, "live") == 0)
+        dom_set_text("m-live", "Live updates: connected.");
+    else if (strcmp(mode, "polling") == 0)
+        dom_set_text("m-live", "Live updates: the live connection cannot "
+                               "open, so the screen asks the server every "
+                               "second.");
+    else
+        dom_set_text("m-live", "Live updates: connecting...");
+}
+
 static void on_source_error(int status, const struct json *reply)
 {
     char text[300];
 
     api_error_text(status, reply, text, sizeof(text));
-    dom_set_text("m-error", text);
+    dom_set_text("m-source-error", text);
 }
 
 static void on_action(int status, const struct json *reply, void *ctx)
@@ -616,7 +642,7 @@ static void build_billing(void)
 void view_model_show(int64_t model_id)
 {
     static const struct source_handlers handlers = {
-        on_model, on_event, on_source_error,
+        on_model, on_event, on_source_error, on_source_mode,
     };
 
     memset(&model, 0, sizeof(model));
@@ -641,6 +667,9 @@ void view_model_show(int64_t model_id)
     dom_create("progress", "m-head", "m-run-bar", NULL);
     dom_element("p", "m-head", "m-left", "muted", NULL);
     dom_element("p", "m-head", "m-speed", "muted", NULL);
+    dom_element("p", "m-head", "m-live", "muted small-text", NULL);
+    dom_element("p", "m-head", "m-source-error", "error", NULL);
+    dom_set_attr("m-source-error", "role", "alert");
     dom_set_attr("m-speed", "aria-live", "off");
     set_progress("m-epoch-bar", 0, 1);
     set_progress("m-run-bar", 0, 1);
