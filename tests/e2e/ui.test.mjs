@@ -721,6 +721,15 @@ async function testAccount(page) {
   await page.waitForSelector('#ledger-rows tr');
   const rows = Number(await page.getAttribute('#ledger-rows', 'data-rows'));
   check('ledger lists credit and charges', rows >= 4, `${rows} rows`);
+  const shown = await page.$$eval('#ledger-rows tr', (trs) => trs.length);
+  check('ledger shows newest 25 rows first', shown === Math.min(rows, 25),
+    `${shown} of ${rows}`);
+  if (rows > 25) {
+    await page.click('#ledger-more');
+    await page.waitForFunction((n) => document.querySelectorAll(
+      '#ledger-rows tr').length === n, rows);
+    check('show all lists every ledger row', true);
+  }
 
   await page.fill('#acct-topup-amount', '0.50');
   await page.fill('#acct-topup-card', '4242 4242 4242 4242');

@@ -17,11 +17,14 @@
 
 /* API keys whose Revoke buttons are tracked; the gateway allows 25. */
 #define MAX_KEYS 64
+/* Ledger rows shown until the user asks for all of them. */
+#define LEDGER_ROWS_SHOWN 25
 
 static struct {
     int64_t key_ids[MAX_KEYS];
     int armed[MAX_KEYS];
     size_t key_count;
+    int ledger_all;
 } screen;
 
 static void on_keys(int status, const struct json *reply, void *ctx);
@@ -72,11 +75,13 @@ static void on_ledger(int status, const struct json *reply, void *ctx)
         const struct json *e = json_at(entries, i);
         char id[40], cell[40], money[40];
 
+        if (!screen.ledger_all && row >= LEDGER_ROWS_SHOWN)
+            break;
         snprintf(id, sizeof(id), "ledger-row-%d", row);
         dom_create("tr", "ledger-rows", id, NULL);
         format_time(json_int(json_get(e, "created_at"), 0), text,
                     sizeof(text));
-        dom_create("td", id, NULL, text);
+        dom_element("td", id, NULL, "nowrap", text);
         dom_create("td", id, NULL, json_string(json_get(e, "kind"), ""));
         dom_create("td", id, NULL,
                    json_string(json_get(e, "description"), ""));
@@ -89,12 +94,25 @@ static void on_ledger(int status, const struct json *reply, void *ctx)
         dom_element("td", id, NULL, "num", money);
         row++;
     }
-    snprintf(text, sizeof(text), "%d", row);
+    snprintf(text, sizeof(text), "%zu", entries ? entries->count : 0);
     dom_set_attr("ledger-rows", "data-rows", text);
     if (row == 0)
         dom_set_text("ledger-error", "No money movements yet.");
     else
         dom_set_text("ledger-error", "");
+    if (entries != NULL && (size_t)row < entries->count) {
+        dom_textf("ledger-more", "Show all %zu rows", entries->count);
+        dom_set_class("ledger-more", "hidden", 0);
+    } else {
+        dom_set_class("ledger-more", "hidden", 1);
+    }
+}
+
+static void click_ledger_more(void *ctx)
+{
+    (void)ctx;
+    screen.ledger_all = 1;
+    api_get("/ledger", on_ledger, NULL);
 }
 
 static void on_revoked(int status, const struct json *reply, void *ctx)
@@ -242,6 +260,10 @@ static void build_ledger(void)
     dom_element("th", "ledger-head-row", NULL, "num", "Balance");
     dom_create("tbody", "ledger-table", "ledger-rows", NULL);
     dom_element("p", "ledger", "ledger-links", "buttons", NULL);
+    dom_element("button", "ledger-links", "ledger-more", "secondary hidden",
+                "Show all rows");
+    dom_set_attr("ledger-more", "type", "button");
+    dom_on("ledger-more", "click", click_ledger_more, NULL);
     dom_element("a", "ledger-links", "statement-csv", "button",
                 "Statement CSV");
     dom_set_attr("statement-csv", "href", "/api/v1/statement.csv");

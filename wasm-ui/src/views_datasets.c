@@ -80,7 +80,7 @@ static void show_report(const struct json *reply, const char *name)
     const char *status = json_string(json_get(reply, "status"), "?");
     size_t problems = report != NULL ? report->count : 0;
     int skipped = count_action(report, "skipped");
-    int row = 0;
+    int row = 0, has_lines = 0;
 
     dom_clear("ds-report");
     dom_set_class("ds-report-card", "hidden", 0);
@@ -107,11 +107,18 @@ static void show_report(const struct json *reply, const char *name)
     dom_set_attr("ds-report-totals", "data-problems", problems ? "1" : "0");
     if (problems == 0)
         return;
+    /* Image sets have no text files, so the scan names no lines; a Line
+     * column is shown only when an entry has one. */
+    for (const struct json *e = report->child; e != NULL; e = e->next)
+        if (json_get(e, "line") != NULL)
+            has_lines = 1;
     dom_element("div", "ds-report", "ds-report-scroll", "scroll", NULL);
     dom_create("table", "ds-report-scroll", "ds-report-table", NULL);
     dom_create("thead", "ds-report-table", "ds-report-head", NULL);
     dom_create("tr", "ds-report-head", "ds-report-head-row", NULL);
     dom_create("th", "ds-report-head-row", NULL, "File");
+    if (has_lines)
+        dom_create("th", "ds-report-head-row", NULL, "Line");
     dom_create("th", "ds-report-head-row", NULL, "Rule");
     dom_create("th", "ds-report-head-row", NULL, "Problem");
     dom_create("th", "ds-report-head-row", NULL, "Action");
@@ -123,6 +130,14 @@ static void show_report(const struct json *reply, const char *name)
         snprintf(id, sizeof(id), "ds-problem-%d", row++);
         dom_create("tr", "ds-report-rows", id, NULL);
         dom_create("td", id, NULL, path[0] ? path : "(whole data set)");
+        if (has_lines) {
+            char line[24] = "-";
+
+            if (json_get(e, "line") != NULL)
+                snprintf(line, sizeof(line), "%" PRId64,
+                         json_int(json_get(e, "line"), 0));
+            dom_create("td", id, NULL, line);
+        }
         dom_create("td", id, NULL, json_string(json_get(e, "kind"), "-"));
         dom_create("td", id, NULL, json_string(json_get(e, "problem"), ""));
         dom_create("td", id, NULL, json_string(json_get(e, "action"), ""));
