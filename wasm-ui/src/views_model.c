@@ -257,6 +257,9 @@ static void on_model(const struct json *reply)
     }
     dom_set_class("m-unavailable", "hidden", !other_busy);
     dom_set_disabled("m-start", running || other_busy);
+    dom_set_disabled("m-options", running || other_busy);
+    /* The epoch count is editable until the training starts. */
+    dom_set_disabled("m-epochs-input", running);
     dom_set_disabled("m-stop", !running);
     dom_set_disabled("m-resume", !resumable || other_busy);
     dom_set_disabled("m-paused-resume", !paused || other_busy);
@@ -472,6 +475,17 @@ static void click_resume(void *ctx)
     post_action("resume", NULL);
 }
 
+static void click_options(void *ctx)
+{
+    char epochs[24], *end;
+    long n;
+
+    (void)ctx;
+    dom_get_value("m-epochs-input", epochs, sizeof(epochs));
+    n = strtol(epochs, &end, 10);
+    view_train_open_model(model.id, end != epochs && *end == '\0' ? n : 0);
+}
+
 static void on_instance_types(int status, const struct json *reply,
                               void *ctx)
 {
@@ -562,11 +576,15 @@ static void build_controls(void)
     dom_set_attr("m-stop", "type", "button");
     dom_create("button", "m-buttons", "m-resume", "Resume");
     dom_set_attr("m-resume", "type", "button");
+    dom_element("button", "m-buttons", "m-options", "secondary",
+                "Timed or prepaid training");
+    dom_set_attr("m-options", "type", "button");
     dom_element("p", "m-control", "m-error", "error", NULL);
     dom_set_attr("m-error", "role", "alert");
     dom_on("m-start-form", "submit", submit_start, NULL);
     dom_on("m-stop", "click", click_stop, NULL);
     dom_on("m-resume", "click", click_resume, NULL);
+    dom_on("m-options", "click", click_options, NULL);
 }
 
 static void on_topped_up(int64_t balance)

@@ -11,7 +11,8 @@
  *      $5.00 balance rule for epoch training with a top-up form, and
  *      Start, which posts /models/{id}/train and opens the model screen.
  * Closing the dialog at step 3 keeps the model, so it can be trained
- * later from its screen, which the dialog then opens.
+ * later from its screen, which the dialog then opens. The model screen
+ * opens the dialog at step 3 for timed or prepaid training.
  *
  * The API has no way to start a model from another trained model's
  * weights (the session sets model= itself), so every model starts from
@@ -31,6 +32,8 @@
 #define MAX_SETS 100
 /* The gateway's limit on a timed training: 1,000 hours. */
 #define TIMED_MAX_MS (1000LL * 3600 * 1000)
+/* Paying now charges the card as a top-up, whose minimum is $1.00. */
+#define PAY_NOW_MIN 1000000
 
 static const char *const scales[] = {"n", "s", "m", "l", "x"};
 static const char *const scale_names[] = {"nano", "small", "medium",
@@ -48,6 +51,7 @@ static struct {
     int64_t epoch_minimum;
     unsigned quote_seq;    /* drops replies to older quotes */
     char pay_key[33];
+    int for_existing;      /* opened at step 3 from a model's screen */
 } dialog;
 
 static void show_step1(void);
@@ -389,9 +393,13 @@ static void on_quote(int status, const struct json *reply, void *ctx)
     format_money(json_int(json_get(reply, "price_per_hour"), 0), rate,
                  sizeof(rate));
     dom_textf("train-price", "Price: %s exactly, for %" PRId64 " min at %s "
-              "per hour. Stopping early refunds the unused time.",
+              "per hour. Stopping early refunds the unused time.%s",
               price, json_int(json_get(reply, "duration_ms"), 0) / 60000,
-              rate);
+              rate,
+              json_int(json_get(reply, "price"), 0) < PAY_NOW_MIN
+                  ? " Paying now by card needs a price of at least $1.00, "
+                    "so pay this one from the balance."
+                  : "");
     dom_set_attr("train-price", "data-price", price);
 }
 
@@ -588,10 +596,16 @@ static void show_step3(void)
 
     set_step(3, "Train");
     random_hex(dialog.pay_key, sizeof(dialog.pay_key));
-    dom_element("p", "train-body", "train-created", "ok", NULL);
-    dom_textf("train-created", "Model created. Start its training now, or "
-              "close this dialog and start it later from the model's "
-              "screen.");
+    dom_element("p", "train-body", "train-created",
+                dialog.for_existing ? "muted" : "ok", NULL);
+    if (dialog.for_existing)
+        dom_set_text("train-created", "Choose how long to train and how "
+                                      "to pay.");
+    else
+        dom_set_text("train-created", "Model created. Start its training "
+                                      "now, or close this dialog and "
+                                      "start it later from the model's "
+                                      "screen.");
     build_mode();
     dom_element("div", "train-body", "train-settings", "grid", NULL);
     snprintf(epochs, sizeof(epochs), "%ld", dialog.epochs);
@@ -635,14 +649,20 @@ static void show_step3(void)
 
 static void on_dialog_close(void *ctx)
 {
-    char hash[40];
+    char hash[40], current[40];
 
     (void)ctx;
     if (dialog.model_id <= 0)
         return;
     snprintf(hash, sizeof(hash), "#/models/%" PRId64, dialog.model_id);
     dialog.model_id = 0;
-    location_set_hash(hash);
+    location_get_hash(current, sizeof(current));
+    /* On the model's own screen the hash does not change, so the screen
+     * is rebuilt to show a session that the dialog started. */
+    if (strcmp(hash, current) == 0)
+        app_route();
+    else
+        location_set_hash(hash);
 }
 
 static void click_close(void *ctx)
@@ -651,7 +671,7 @@ static void click_close(void *ctx)
     dom_dialog_close("train-dialog");
 }
 
-void view_train_open(void)
+static void build_dialog(void)
 {
     memset(&dialog, 0, sizeof(dialog));
     dialog.epoch_minimum = 5000000;
@@ -668,6 +688,21 @@ void view_train_open(void)
     dom_set_attr("train-error", "role", "alert");
     dom_on("train-close", "click", click_close, NULL);
     dom_on("train-dialog", "close", on_dialog_close, NULL);
+}
+
+void view_train_open(void)
+{
+    build_dialog();
     show_step1();
+    dom_dialog_open("train-dialog");
+}
+
+void view_train_open_model(int64_t model_id, long epochs)
+{
+    build_dialog();
+    dialog.model_id = model_id;
+    dialog.epochs = epochs > 0 ? epochs : 10;
+    dialog.for_existing = 1;
+    show_step3();
     dom_dialog_open("train-dialog");
 }
