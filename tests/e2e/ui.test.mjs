@@ -363,9 +363,18 @@ async function dialogCreateModel(page, name, datasetText, settings) {
 
 async function testCreateModel(page, client) {
   await page.click('#nav-home');
+  await page.focus('#train-open');
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#train-dialog[data-step="1"]');
+  const focused = await page.evaluate(() => document.activeElement?.id);
+  check('dialog focuses its first field', focused === 'train-dataset',
+    focused);
+  await page.keyboard.press('Escape');
+  await page.waitForFunction(() =>
+    !document.getElementById('train-dialog')?.open);
+  check('Escape closes the dialog', true);
   await page.click('#train-open');
   await page.waitForSelector('#train-dialog[data-step="1"]');
-  await page.click('#train-next');
   await page.click('#train-close');
 
   await dialogCreateModel(page, 'e2e-fmnist', 'fm-upload',
@@ -557,6 +566,9 @@ async function testNarrow(page) {
   await page.click('#nav-datasets');
   await page.waitForSelector('#ds-list li');
   check('data sets fit 360 px', await noHorizontalScroll(page));
+  await page.click('#nav-account');
+  await page.waitForSelector('#ledger-rows tr');
+  check('account fits 360 px', await noHorizontalScroll(page));
   await page.setViewportSize({ width: 1000, height: 900 });
 }
 

@@ -693,8 +693,10 @@ static void build_dialog(void)
 void view_train_open(void)
 {
     build_dialog();
-    show_step1();
+    /* showModal focuses the first control, so each step's own focus
+     * comes after it. */
     dom_dialog_open("train-dialog");
+    show_step1();
 }
 
 void view_train_open_model(int64_t model_id, long epochs)
@@ -703,6 +705,6 @@ void view_train_open_model(int64_t model_id, long epochs)
     dialog.model_id = model_id;
     dialog.epochs = epochs > 0 ? epochs : 10;
     dialog.for_existing = 1;
-    show_step3();
     dom_dialog_open("train-dialog");
+    show_step3();
 }
