@@ -5,13 +5,14 @@
 // $25.00 of credit, one with the $5.00 that epoch training needs), a
 // small Fashion-MNIST sample, and a backend configuration with a cheap
 // and a costly instance type. It then drives Debian's Chromium through
-// playwright-core and checks sign-in, the home screen, a data set upload
-// with its report and a deletion, model creation through the Train Model
-// dialog with the $5.00 rule and the exact price of timed training,
-// training to completion with live progress over the WebSocket, billing,
-// stop and resume, the account screen's top-up and API keys, a session
-// paused for balance that is topped up and resumed on its screen, and
-// the 360 px layout. It prints `e2e: N passed, N failed` last and exits
+// playwright-core. It checks sign-in, the home screen, a data set upload
+// with its report, and a deletion. It creates models through the Train
+// Model dialog with the $5.00 rule and the exact price of timed
+// training, and trains to completion with live progress over the
+// WebSocket, through a gateway restart and a polling fallback. It checks
+// billing, stop and resume, timed training paid by card, the account
+// screen's top-up and API keys, a session paused for balance that is
+// topped up and resumed on its screen, and the 360 px layout. It prints `e2e: N passed, N failed` last and exits
 // non-zero on a failure. Every process it starts is killed on exit,
 // failure included.
 //
@@ -401,6 +402,7 @@ async function testCreateModel(page, client) {
     ?.dataset.price);
   let price = await page.getAttribute('#train-price', 'data-price');
   check('timed price for 90 minutes', price === '$0.75', `got "${price}"`);
+  await page.screenshot({ path: path.join(shots, 'train-dialog.png') });
   await page.fill('#train-hours', '0');
   await page.fill('#train-minutes', '1');
   await page.waitForFunction(() => document.getElementById('train-price')
@@ -420,7 +422,6 @@ async function testCreateModel(page, client) {
     .startsWith('Duration 0 h 75 min is invalid'));
   await page.selectOption('#train-pay', 'prepaid');
   check('card field shown to pay now', await page.isVisible('#train-card'));
-  await page.screenshot({ path: path.join(shots, 'train-dialog.png') });
   await page.check('#train-mode-epochs');
   check('pay now needs timed training',
     await page.isDisabled('#train-pay-opt-prepaid'));
@@ -730,6 +731,7 @@ async function testLive(page, context) {
 // the dialog's step 3, then stopped early.
 async function testTimed(page, client) {
   const before = await client('GET', '/balance');
+
   await page.click('#m-options');
   await page.waitForSelector('#train-dialog[data-step="3"]');
   await page.check('#train-mode-timed');
@@ -739,6 +741,7 @@ async function testTimed(page, client) {
     document.getElementById('train-price')?.dataset.price);
   const price = await page.getAttribute('#train-price', 'data-price');
   check('timed price for 30 minutes', price === '$0.25', `got "${price}"`);
+
   await page.selectOption('#train-pay', 'prepaid');
   await page.click('#train-start');
   const card = await page.textContent('#train-error');
@@ -760,6 +763,7 @@ async function testTimed(page, client) {
   const startError = await page.evaluate(() =>
     document.getElementById('train-error')?.textContent ?? '');
   check('timed start closes the dialog', startError === '', startError);
+
   const state = await waitForState(page, ['training'], 20000);
   check('timed training starts', state === 'training', state);
   await page.waitForFunction(() => document.getElementById('m-epochs')
@@ -859,6 +863,7 @@ async function testPause(page, base) {
     ?.textContent.includes('yours is $5.00'));
   await page.click('#train-start');
   await page.waitForFunction(() => location.hash.startsWith('#/models/'));
+
   const state = await waitForState(page, ['paused', 'completed', 'failed'],
     60000);
   check('session pauses for balance', state === 'paused', state);
@@ -867,12 +872,14 @@ async function testPause(page, base) {
   check('top-up shown while paused', await page.isVisible('#m-topup-amount'));
   await page.screenshot({ path: path.join(shots, 'model-paused.png'),
     fullPage: true });
+
   await page.fill('#m-topup-amount', '2000');
   await page.fill('#m-topup-card', '4242 4242 4242 4242');
   await page.click('#m-topup-submit');
   await page.waitForFunction(() => document.getElementById(
     'm-topup-message')?.textContent.startsWith('Top-up approved'));
   check('top-up approved on the model screen', true);
+
   await page.click('#m-paused-resume');
   const resumed = await waitForState(page, ['initializing', 'training',
     'completed'], 20000);

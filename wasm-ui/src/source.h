@@ -2,8 +2,8 @@
  * A model's live data for the model screen: the model with its latest
  * session, and its progress events in seq order. source_live.c reads the
  * gateway's WebSocket /api/v1/live and falls back to polling
- * (source_poll.c) while the socket cannot open. The screen sees only
- * these callbacks.
+ * (source_poll.c) while the socket cannot open. The screen gets data
+ * only through these callbacks.
  */
 #ifndef TRAINYARD_UI_SOURCE_H
 #define TRAINYARD_UI_SOURCE_H

@@ -35,7 +35,7 @@ static int reconnect_timer = -1;
 static int refresh_timer = -1;
 static int backoff_ms = BACKOFF_FIRST_MS;
 static int model_in_flight;
-static int model_wanted;
+static int model_pending;
 /* Bumped by source_stop, so that callbacks of a stopped source are
  * dropped. */
 static unsigned run;
@@ -76,8 +76,8 @@ static void on_model_reply(int status, const struct json *reply, void *ctx)
         handlers.on_error(status, reply);
     else
         handlers.on_model(reply);
-    if (model_wanted) {
-        model_wanted = 0;
+    if (model_pending) {
+        model_pending = 0;
         fetch_model();
     }
 }
@@ -89,7 +89,7 @@ static void fetch_model(void)
     char path[40];
 
     if (model_in_flight) {
-        model_wanted = 1;
+        model_pending = 1;
         return;
     }
     model_in_flight = 1;
@@ -231,7 +231,7 @@ void source_stop(void)
     socket_open = 0;
     polling = 0;
     model_in_flight = 0;
-    model_wanted = 0;
+    model_pending = 0;
     run++;
 }
 

@@ -3,7 +3,7 @@
  * dialog and on a model paused for balance: an amount in dollars, a card
  * number and a Top up button that posts to /topup. Each form has its own
  * idempotency key, so a double click or a retried request charges the
- * card once; a new key is drawn after each approved top-up.
+ * card once. A new key is drawn after each approved top-up.
  */
 #ifndef TRAINYARD_UI_TOPUP_H
 #define TRAINYARD_UI_TOPUP_H

@@ -1,6 +1,6 @@
 /*
  * The data sets screen: the account's data sets and the samples, each
- * with its validation report and, for the account's own, Delete; and the
+ * with its validation report, Delete for the account's own, and the
  * upload form. An upload sends the chosen zip archive as the raw body of
  * POST /datasets?name=NAME through XMLHttpRequest, whose upload progress
  * drives the progress bar. After the last byte the backend extracts and
@@ -107,7 +107,7 @@ static void show_report(const struct json *reply, const char *name)
     dom_set_attr("ds-report-totals", "data-problems", problems ? "1" : "0");
     if (problems == 0)
         return;
-    /* Image sets have no text files, so the scan names no lines; a Line
+    /* Image sets have no text files, so the scan names no lines. A Line
      * column is shown only when an entry has one. */
     for (const struct json *e = report->child; e != NULL; e = e->next)
         if (json_get(e, "line") != NULL)

@@ -1,10 +1,10 @@
 /*
  * The model screen: the latest session's state, epochs done, progress
  * bars for the epoch and the run with the speed and the time left, Start,
- * Stop and Resume, a top-up form while the session is paused for
- * balance, the charts (losses, and top-1/top-5 accuracy for
- * classification or precision, recall and mAP for detection), and the
- * model's billing. Live data comes from source.h, which calls on_model
+ * Stop and Resume, and the model's billing. While the session is paused
+ * for balance, a top-up form sits next to Resume. The charts show the
+ * losses, and top-1/top-5 accuracy for classification or precision,
+ * recall and mAP for detection. Live data comes from source.h, which calls on_model
  * and on_event. The screen keeps the epoch metrics it has seen, so charts
  * are redrawn from memory and never refetched.
  */
@@ -25,11 +25,10 @@
 #define CHART_W 600
 #define CHART_H 220
 
-/* The epoch metrics drawn for each task: the first LOSS_SERIES keys go to
- * the loss chart, the rest to the quality chart. Keys are the trainer's
- * results.csv columns. */
+/* The epoch metrics drawn for each task. The first classify_losses or
+ * detect_losses entries go to the loss chart and the rest to the second
+ * chart. Keys are the trainer's results.csv columns. */
 #define SERIES_MAX 8
-#define LOSS_SERIES_MAX 4
 
 struct metric {
     const char *key;
@@ -63,7 +62,7 @@ static struct {
     int detect;
     /* values[0] has the classification metrics, values[1] the detection
      * ones. Both are kept, because replayed epoch events can arrive
-     * before the model reply says which task the model has. */
+     * before the model reply names the model's task. */
     double values[2][SERIES_MAX][MAX_EPOCHS];
     size_t epochs_seen;
     int64_t batch_size;
@@ -144,7 +143,7 @@ static void describe_state(const struct json *session, char *buf,
 static void draw_charts(void);
 static void format_duration(double seconds, char *buf, size_t size);
 
-/* Switch the charts to the model's task once its reply says which. */
+/* Switch the charts to the task that the model reply names. */
 static void set_task(const char *task)
 {
     int detect = strcmp(task, "detect") == 0;
@@ -165,8 +164,8 @@ static void set_task(const char *task)
     draw_charts();
 }
 
-/* Show epochs done, epochs left and the run bar; timed sessions show
- * their training time of the time limit as well. */
+/* Show epochs done, epochs left and the run bar. A timed session shows
+ * its training time of the time limit instead of epochs left. */
 static void show_run(const struct json *session)
 {
     const char *mode = json_string(json_get(session, "mode"), "epochs");
