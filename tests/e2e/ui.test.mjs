@@ -41,15 +41,17 @@ let passed = 0;
 let failed = 0;
 
 // The whole run's limit, so a hung server cannot hang `make test`.
-const TOTAL_TIMEOUT_MS = 240000;
+// About 80 s on two idle cores; the limit allows for a loaded machine.
+const TOTAL_TIMEOUT_MS = 420000;
 const ADMIN = { email: 'admin@e2e.local', password: 'admin-password-1' };
 const USER = { email: 'user@e2e.local', password: 'user-password-1' };
 const POOR = { email: 'poor@e2e.local', password: 'poor-password-1' };
 const CREDIT = 25000000; // micro-dollars
 const POOR_CREDIT = 5000000; // exactly the epoch training minimum
-// $20.00 a second: one epoch of the sample costs more than $5.00, so the
-// poor user's session pauses for balance after its first epoch.
-const COSTLY_PRICE = '72000.00';
+// $200.00 a second: one epoch of 15% of the sample (fraction=0.15)
+// costs more than $5.00 once it takes over 25 ms, so the poor user's
+// session pauses for balance after its first epoch.
+const COSTLY_PRICE = '720000.00';
 const UPLOAD_TRAIN_IMAGES = 60;
 const UPLOAD_VAL_IMAGES = 30;
 const TRAIN_IMAGES = 600; // 75 batches of 8: the epoch bar moves
@@ -354,10 +356,12 @@ async function dialogCreateModel(page, name, datasetText, settings) {
   await page.fill('#train-epochs', String(settings.epochs));
   await page.fill('#train-imgsz', '16');
   await page.fill('#train-batch', '8');
-  if (settings.seed !== undefined) {
+  if (settings.seed !== undefined || settings.fraction !== undefined)
     await page.click('#train-advanced-title');
+  if (settings.seed !== undefined)
     await page.fill('#arg-seed', String(settings.seed));
-  }
+  if (settings.fraction !== undefined)
+    await page.fill('#arg-fraction', String(settings.fraction));
   await page.click('#train-next');
   await page.waitForSelector('#train-dialog[data-step="3"]');
 }
@@ -391,6 +395,7 @@ async function testCreateModel(page, client) {
   check('top-up hidden with enough balance', await page.evaluate(() =>
     document.getElementById('train-topup-box').classList
       .contains('hidden')));
+  await page.waitForSelector('#train-type option', { state: 'attached' });
   const type = await page.textContent('#train-type');
   check('instance type shows price', type.includes('$0.50 per hour'),
     `got "${type}"`);
@@ -448,7 +453,7 @@ async function testCreateModel(page, client) {
 // Sample the state and both progress bars until the session completes.
 async function testTraining(page, eventPolls, liveFrames) {
   const samples = [];
-  const deadline = Date.now() + 60000;
+  const deadline = Date.now() + 150000;
   let state = '';
   let speed = '';
   while (Date.now() < deadline) {
@@ -708,7 +713,7 @@ async function testLive(page, context) {
   check('polling page returns to the socket',
     (await liveMode(fallback)) === 'live', await liveMode(fallback));
 
-  const state = await waitForState(page, ['completed', 'failed'], 90000);
+  const state = await waitForState(page, ['completed', 'failed'], 150000);
   check('model 2 completes', state === 'completed', state);
   await fallback.waitForFunction(() =>
     document.getElementById('m-status')?.dataset.state === 'completed');
@@ -854,10 +859,12 @@ async function testAccount(page) {
 async function testPause(page, base) {
   await page.click('#signout');
   await signInAs(page, POOR);
-  await dialogCreateModel(page, 'e2e-poor', 'fm (sample)', { epochs: 2 });
-  const costly = await page.evaluate(() =>
+  await dialogCreateModel(page, 'e2e-poor', 'fm (sample)',
+    { epochs: 2, fraction: 0.15 });
+  const costly = await (await page.waitForFunction(() =>
     [...document.querySelectorAll('#train-type option')]
-      .find((o) => o.textContent.startsWith('cpu-costly'))?.value);
+      .find((o) => o.textContent.startsWith('cpu-costly'))?.value))
+    .jsonValue();
   await page.selectOption('#train-type', costly);
   await page.waitForFunction(() => document.getElementById('train-price')
     ?.textContent.includes('yours is $5.00'));
@@ -865,7 +872,7 @@ async function testPause(page, base) {
   await page.waitForFunction(() => location.hash.startsWith('#/models/'));
 
   const state = await waitForState(page, ['paused', 'completed', 'failed'],
-    60000);
+    120000);
   check('session pauses for balance', state === 'paused', state);
   const text = await page.textContent('#m-status');
   check('pause says why', text.startsWith('Paused for balance'), text);
@@ -889,7 +896,7 @@ async function testPause(page, base) {
   // Epoch 2 may cost more than the top-up on a loaded machine and pause
   // again, so the end state is not checked beyond "not failed".
   const end = await waitForState(page, ['completed', 'paused', 'failed'],
-    60000);
+    120000);
   check('resumed session does not fail', end !== 'failed', end);
 }
 
