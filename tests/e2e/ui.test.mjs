@@ -41,7 +41,8 @@ let passed = 0;
 let failed = 0;
 
 // The whole run's limit, so a hung server cannot hang `make test`.
-// About 80 s on two idle cores; the limit allows for a loaded machine.
+// A run takes 1 to 2 minutes on 2 cores; the limit allows for a loaded
+// machine.
 const TOTAL_TIMEOUT_MS = 420000;
 const ADMIN = { email: 'admin@e2e.local', password: 'admin-password-1' };
 const USER = { email: 'user@e2e.local', password: 'user-password-1' };
