@@ -49,10 +49,12 @@ const USER = { email: 'user@e2e.local', password: 'user-password-1' };
 const POOR = { email: 'poor@e2e.local', password: 'poor-password-1' };
 const CREDIT = 25000000; // micro-dollars
 const POOR_CREDIT = 5000000; // exactly the epoch training minimum
-// $200.00 a second: one epoch of 15% of the sample (fraction=0.15)
-// costs more than $5.00 once it takes over 25 ms, so the poor user's
-// session pauses for balance after its first epoch.
-const COSTLY_PRICE = '720000.00';
+// $20.00 a second. The poor user's session pauses for balance after its
+// first epoch when that epoch costs more than the $2.50 or less that it
+// leaves, that is when it takes over 0.125 s. On 30% of the sample
+// (fraction=0.3) an epoch took 0.3 s on idle cores and 30 s on loaded
+// ones.
+const COSTLY_PRICE = '72000.00';
 const UPLOAD_TRAIN_IMAGES = 60;
 const UPLOAD_VAL_IMAGES = 30;
 const TRAIN_IMAGES = 600; // 75 batches of 8: the epoch bar moves
@@ -569,6 +571,13 @@ async function testNarrow(page) {
   await page.click('#train-open');
   await page.waitForSelector('#train-dialog[data-step="1"]');
   check('dialog fits 360 px', await noHorizontalScroll(page));
+  await page.waitForSelector('#train-dataset option', { state: 'attached' });
+  await page.click('#train-next');
+  await page.waitForSelector('#train-dialog[data-step="2"]');
+  await page.click('#train-advanced-title');
+  check('dialog step 2 fits 360 px', await noHorizontalScroll(page));
+  await page.screenshot({ path: path.join(shots, 'train-step2-360.png'),
+    fullPage: true });
   await page.click('#train-close');
   await page.click('#nav-datasets');
   await page.waitForSelector('#ds-list li');
@@ -861,7 +870,7 @@ async function testPause(page, base) {
   await page.click('#signout');
   await signInAs(page, POOR);
   await dialogCreateModel(page, 'e2e-poor', 'fm (sample)',
-    { epochs: 2, fraction: 0.15 });
+    { epochs: 2, fraction: 0.3 });
   const costly = await (await page.waitForFunction(() =>
     [...document.querySelectorAll('#train-type option')]
       .find((o) => o.textContent.startsWith('cpu-costly'))?.value))
@@ -881,7 +890,11 @@ async function testPause(page, base) {
   await page.screenshot({ path: path.join(shots, 'model-paused.png'),
     fullPage: true });
 
-  await page.fill('#m-topup-amount', '2000');
+  // The pause reason names the cost of the next epoch, "($X needed)".
+  const needed = Number(/\(\$([\d,.]+) needed\)/.exec(text)?.[1]
+    .replace(/,/g, '') ?? 1000);
+  const amount = Math.min(10000, Math.ceil(needed) + 100);
+  await page.fill('#m-topup-amount', String(amount));
   await page.fill('#m-topup-card', '4242 4242 4242 4242');
   await page.click('#m-topup-submit');
   await page.waitForFunction(() => document.getElementById(
