@@ -51,9 +51,10 @@ const CREDIT = 25000000; // micro-dollars
 const POOR_CREDIT = 5000000; // exactly the epoch training minimum
 // $20.00 a second. The poor user's session pauses for balance after its
 // first epoch when that epoch costs more than the $2.50 or less that it
-// leaves, that is when it takes over 0.125 s. On 30% of the sample
-// (fraction=0.3) an epoch took 0.3 s on idle cores and 30 s on loaded
-// ones.
+// leaves, that is when it takes over 0.125 s. It trains on 30% of the
+// sample (fraction=0.3). In earlier runs an epoch of the whole sample
+// took 0.9 s on idle cores, and one of 15% took 30 s at a load average
+// of 14.
 const COSTLY_PRICE = '72000.00';
 const UPLOAD_TRAIN_IMAGES = 60;
 const UPLOAD_VAL_IMAGES = 30;
