@@ -894,7 +894,16 @@ async function testPause(page, base) {
   // The pause reason names the cost of the next epoch, "($X needed)".
   const needed = Number(/\(\$([\d,.]+) needed\)/.exec(text)?.[1]
     .replace(/,/g, '') ?? 1000);
-  const amount = Math.min(10000, Math.ceil(needed) + 100);
+  await page.waitForFunction(() => document.getElementById(
+    'm-paused-balance')?.textContent.includes('needs about'));
+  const prefilled = Number(await page.inputValue('#m-topup-amount'));
+  const short = await page.evaluate(async () =>
+    (await fetch('/api/v1/balance').then((r) => r.json())).balance);
+  check('top-up prefilled with the shortfall',
+    Math.round(prefilled * 1e6) + short >= Math.round(needed * 1e6),
+    `prefilled $${prefilled}, balance ${short}, needed $${needed}`);
+  // A margin, because the next epoch's estimate is the last one's cost.
+  const amount = Math.min(10000, Math.ceil(prefilled) + 100);
   await page.fill('#m-topup-amount', String(amount));
   await page.fill('#m-topup-card', '4242 4242 4242 4242');
   await page.click('#m-topup-submit');

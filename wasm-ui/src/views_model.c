@@ -70,6 +70,9 @@ static struct {
     /* Events received, which the e2e test compares with the stored
      * events to find repeats or gaps. */
     long events;
+    /* The next epoch's cost named by the pause reason, or -1. */
+    int64_t pause_needed;
+    int was_paused;
     int64_t epochs_total;
     int64_t epochs_done;
     /* Set by epoch and state events. The ledger is then requested once at
@@ -142,6 +145,40 @@ static void describe_state(const struct json *session, char *buf,
 
 static void draw_charts(void);
 static void format_duration(double seconds, char *buf, size_t size);
+static void show_pause_balance(int64_t balance);
+
+/* Read the next epoch's cost from a pause reason such as "balance too low
+ * for the next epoch ($12.50 needed)". Returns -1 when it names none.
+ * NOTE: the session has no field with this cost, so this parses the
+ * backend's wording, and a reworded reason only loses the prefill. */
+static int64_t parse_needed(const char *reason)
+{
+    const char *start = reason ? strstr(reason, "($") : NULL;
+    char amount[32];
+    size_t n = 0;
+    int64_t micros;
+
+    if (start == NULL)
+        return -1;
+    for (start += 2; n + 1 < sizeof(amount) &&
+                     ((*start >= '0' && *start <= '9') || *start == '.' ||
+                      *start == ',');
+         start++)
+        amount[n++] = *start;
+    amount[n] = '\0';
+    if (strncmp(start, " needed)", 8) != 0 ||
+        parse_money(amount, &micros) != 0)
+        return -1;
+    return micros;
+}
+
+static void on_pause_balance(int status, const struct json *reply,
+                             void *ctx)
+{
+    (void)ctx;
+    if (status == 200)
+        show_pause_balance(json_int(json_get(reply, "balance"), 0));
+}
 
 /* Switch the charts to the task that the model reply names. */
 static void set_task(const char *task)
@@ -247,6 +284,12 @@ static void on_model(const struct json *reply)
     dom_set_text("m-status", text);
     dom_set_attr("m-status", "data-state", has_session ? state : "none");
     dom_set_class("m-paused", "hidden", !paused);
+    if (paused && !model.was_paused) {
+        model.pause_needed =
+            parse_needed(json_string(json_get(session, "reason"), NULL));
+        api_get("/balance", on_pause_balance, NULL);
+    }
+    model.was_paused = paused;
     if (other_busy) {
         dom_textf("m-unavailable", "Cloud training unavailable: model %s "
                   "is training. Stop it or wait until it ends.",
@@ -586,13 +629,35 @@ static void build_controls(void)
     dom_on("m-options", "click", click_options, NULL);
 }
 
-static void on_topped_up(int64_t balance)
+/* Show the balance in the pause card and, while it is short of the
+ * next epoch's cost, prefill the top-up with the difference (at least the
+ * $1.00 minimum, rounded up to cents). */
+static void show_pause_balance(int64_t balance)
 {
-    char money[40];
+    char money[40], needed[40], amount[40];
+    int64_t missing = model.pause_needed - balance;
 
     format_money(balance, money, sizeof(money));
-    dom_textf("m-paused-balance", "Balance: %s. Resume to continue from the "
-              "last checkpoint.", money);
+    if (model.pause_needed < 0 || missing <= 0) {
+        dom_textf("m-paused-balance", "Balance: %s. Resume to continue from "
+                  "the last checkpoint.", money);
+        return;
+    }
+    format_money(model.pause_needed, needed, sizeof(needed));
+    if (missing < 1000000)
+        missing = 1000000;
+    missing = (missing + 9999) / 10000 * 10000;
+    snprintf(amount, sizeof(amount), "%" PRId64 ".%02" PRId64,
+             missing / 1000000, missing % 1000000 / 10000);
+    dom_set_value("m-topup-amount", amount);
+    dom_textf("m-paused-balance", "Balance: %s. The next epoch needs about "
+              "%s, the cost of the last one. Top up at least $%s, then "
+              "resume.", money, needed, amount);
+}
+
+static void on_topped_up(int64_t balance)
+{
+    show_pause_balance(balance);
     load_billing();
 }
 
