@@ -105,7 +105,9 @@ mergeInto(LibraryManager.library, {
     }
     fetch(UTF8ToString(url), init)
       .then(function (r) {
-        return r.text().then(function (t) { http_deliver(r.status, t, cb, ctx); });
+        return r.text().then(function (t) {
+          http_deliver(r.status, t, cb, ctx);
+        });
       })
       .catch(function (e) { http_deliver(0, String(e), cb, ctx); });
   },
@@ -137,7 +139,7 @@ mergeInto(LibraryManager.library, {
     return 0;
   },
 
-  // Copy the chosen file's name into buf; returns the file's size in
+  // Copy the chosen file's name into buf. Returns the file's size in
   // bytes, or -1 when no file is chosen.
   dom_file_info: function (inputId, buf, size) {
     const input = document.getElementById(UTF8ToString(inputId));
