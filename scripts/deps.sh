@@ -44,9 +44,15 @@ done
 if [ -n "$missing" ]; then
     echo "deps: missing Debian packages:$missing"
     if [ "$(id -u)" -ne 0 ]; then
-        echo "deps: not root, so nothing was installed. Run:"
-        echo "  sudo apt-get update && sudo apt-get install -y" \
+        # A minimal Debian has no sudo, so the command is printed without it.
+        sudo=""
+        if command -v sudo >/dev/null 2>&1; then
+            sudo="sudo "
+        fi
+        echo "deps: not root, so nothing was installed. Run as root:"
+        echo "  ${sudo}apt-get update && ${sudo}apt-get install -y" \
              "--no-install-recommends$missing"
+        echo "deps: then run the make command again."
         exit 1
     fi
     apt-get update
