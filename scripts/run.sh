@@ -39,7 +39,7 @@ stop() {
     wait
     exit "${1:-0}"
 }
-trap 'stop 0' INT TERM
+trap 'stop 0' INT TERM HUP
 
 # Wait until a program has written its port file, or has exited.
 wait_ready() {
@@ -56,12 +56,16 @@ wait_ready() {
     stop 1
 }
 
-"$build/bin/backend" --data "$data" --listen "127.0.0.1:$backend_port" \
-    --port-file "$data/backend.port" &
+# Each server runs in a session of its own, so that Ctrl-C and a closed
+# terminal signal only this script, and stop() can stop them in order.
+# setsid does not fork here, because a background job of a script is not
+# a process group leader, so $! is the server's own process id.
+setsid "$build/bin/backend" --data "$data" \
+    --listen "127.0.0.1:$backend_port" --port-file "$data/backend.port" &
 backend_pid=$!
 wait_ready "$backend_pid" "$data/backend.port" backend
 
-"$build/bin/gateway" --listen "$host:$port" \
+setsid "$build/bin/gateway" --listen "$host:$port" \
     --backend "127.0.0.1:$backend_port" --secret "$data/gateway.secret" \
     --ui "$build/ui" --access-log "$data/access.log" \
     --port-file "$data/gateway.port" &
