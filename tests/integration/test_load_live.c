@@ -1,0 +1,180 @@
+/*
+ * Live progress under load: 1,000 browser viewers (session cookie and
+ * Origin, as a browser sends them) watch one real training through the
+ * real backend, gateway and train program on 127.0.0.1. One epoll loop in
+ * this thread reads them all (tests/support/fleet.c).
+ *
+ * Of the viewers, 100 stop reading: they subscribe from seq 0 to a
+ * backlog of stored events bigger than the kernel's socket buffers and
+ * the gateway's queue limit, so that their writers block or the gateway
+ * closes them as too slow. The other 900 subscribe after the backlog and
+ * must each receive every event of the training in seq order, none lost,
+ * and the "done" event within DONE_LATENCY_MAX_MS of the trainer writing
+ * it.
+ *
+ * LOAD_LIVE_VIEWERS and LOAD_LIVE_STALLED change the counts (defaults
+ * 1000 and 100; bench/live_latency.sh uses them). The test prints the
+ * median and 99th percentile latency from the trainer's time_ms to the
+ * viewer's clock.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fleet.h"
+#include "trainstack.h"
+
+#define VIEWERS_DEFAULT 1000
+#define STALLED_DEFAULT 100
+/* Stored events before the training, and the filler in each payload:
+ * about 230 bytes a message, so 460 KB for a stalled viewer, more than
+ * the 256 KiB send buffer (128 KiB doubled by Linux) plus a 4 KiB
+ * receive buffer, and more than the gateway's 1,024-message queue. */
+#define BACKLOG_EVENTS 2000
+#define BACKLOG_PAD_BYTES 100
+#define EPOCHS 3
+/* The bound on the trainer-to-viewer time of the last event. It is
+ * generous because the sanitizer builds of all three programs and the
+ * 1,000 viewers share 2 CPU cores in CI; a few seconds still shows that
+ * the stalled viewers, whose writers block, do not hold up the readers. */
+#define DONE_LATENCY_MAX_MS 5000
+#define STEP_TIMEOUT_MS 120000
+
+static struct trainstack ts;
+
+static int env_count(const char *name, int fallback, int max)
+{
+    const char *text = getenv(name);
+    char *end;
+    long v;
+
+    if (text == NULL || text[0] == '\0')
+        return fallback;
+    v = strtol(text, &end, 10);
+    if (*end != '\0' || v < 0 || v > max) {
+        fprintf(stderr, "%s='%s' is invalid; use a whole number from 0 to %d\n",
+                name, text, max);
+        exit(2);
+    }
+    return (int)v;
+}
+
+static int setup(void **state)
+{
+    static const struct trainstack_options opt = {
+        .train_per_class = 12,
+        .credits = 50000000,
+        .gateway_option = "--live-connections=1024",
+    };
+
+    (void)state;
+    trainstack_start(&ts, &opt);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    return trainstack_stop(&ts);
+}
+
+static void thousand_viewers_one_training(void **state)
+{
+    int viewers = env_count("LOAD_LIVE_VIEWERS", VIEWERS_DEFAULT, 1000);
+    int stalled = env_count("LOAD_LIVE_STALLED", STALLED_DEFAULT, viewers);
+    int readers = viewers - stalled;
+    char headers[512], sql[1024];
+    struct fleet f;
+    int64_t model, last;
+    double worst_done = 0;
+
+    (void)state;
+    assert_true(readers >= 1);
+    model = trainstack_create_model(&ts);
+    snprintf(sql, sizeof(sql),
+             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+             "WHERE i < %d) INSERT INTO progress_events (model_id, seq, "
+             "session_id, kind, payload, created_at) SELECT %lld, i, NULL, "
+             "'batch', '{\"event\":\"batch\",\"pad\":\"' || "
+             "replace(hex(zeroblob(%d)), '0', 'x') || '\"}', 1 FROM n",
+             BACKLOG_EVENTS, (long long)model, BACKLOG_PAD_BYTES / 2);
+    stack_database_exec(ts.s, sql);
+
+    snprintf(headers, sizeof(headers),
+             "Origin: http://127.0.0.1:%d\r\nCookie: %s\r\n",
+             ts.s->gateway_port, ts.user.cookie);
+    if (fleet_open(&f, ts.s->gateway_port, headers, viewers, readers) != 0)
+        fail_msg("%s", f.error);
+    assert_int_equal(fleet_subscribe(&f, model, BACKLOG_EVENTS, 0), 0);
+    if (fleet_pump(&f, 0, STEP_TIMEOUT_MS) != 0)
+        fail_msg("%s", f.error);
+    assert_int_equal(f.closed, 0);
+
+    trainstack_train(&ts, model, EPOCHS);
+    if (fleet_pump(&f, FLEET_UNTIL_DONE, STEP_TIMEOUT_MS) != 0)
+        fail_msg("%s", f.error);
+    trainstack_wait_state(&ts, model, "completed", STEP_TIMEOUT_MS, NULL, 0);
+    last = trainstack_last_seq(&ts, model);
+    assert_true(last > BACKLOG_EVENTS + EPOCHS);
+    if (fleet_pump(&f, last, STEP_TIMEOUT_MS) != 0)
+        fail_msg("%s", f.error);
+
+    assert_int_equal(f.closed, 0);
+    for (int i = 0; i < readers; i++) {
+        const struct fleet_viewer *v = &f.viewers[i];
+        assert_int_equal(v->order_errors, 0);
+        assert_int_equal(v->other_messages, 0);
+        assert_int_equal(v->events, last - BACKLOG_EVENTS);
+        assert_int_equal(v->last_seq, last);
+        assert_int_equal(v->done_events, 1);
+        assert_true(v->done_time > 0);
+        if (v->done_received - v->done_time > worst_done)
+            worst_done = v->done_received - v->done_time;
+    }
+    printf("live load: %d readers, %d stalled viewers, %lld events each; "
+           "trainer-to-viewer latency median %.1f ms, p99 %.1f ms, max "
+           "%.1f ms over %zu events; slowest 'done' %.1f ms\n",
+           readers, stalled, (long long)(last - BACKLOG_EVENTS),
+           fleet_percentile(&f, 50), fleet_percentile(&f, 99),
+           fleet_percentile(&f, 100), f.latency_count, worst_done);
+    assert_true(worst_done < DONE_LATENCY_MAX_MS);
+
+    /* The stalled viewers read now: each got every event in order, or
+     * the gateway closed it as too slow (1008). */
+    int closed_readers = f.closed, closed_slow = 0;
+    fleet_reset_latencies(&f);
+    assert_int_equal(fleet_resume_stalled(&f), 0);
+    if (fleet_pump(&f, last, STEP_TIMEOUT_MS) != 0)
+        fail_msg("%s", f.error);
+    for (int i = readers; i < viewers; i++) {
+        const struct fleet_viewer *v = &f.viewers[i];
+        assert_int_equal(v->order_errors, 0);
+        if (v->ws.closed) {
+            assert_int_equal(v->ws.close_code, 1008);
+            closed_slow++;
+        } else {
+            assert_int_equal(v->last_seq, last);
+            assert_int_equal(v->events, last);
+        }
+    }
+    assert_int_equal(f.closed - closed_readers, closed_slow);
+    printf("live load: the gateway closed %d of %d stalled viewers as too "
+           "slow; the others received all %lld events in order\n",
+           closed_slow, stalled, (long long)last);
+    fleet_close(&f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(thousand_viewers_one_training),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
