@@ -96,7 +96,7 @@ static void thousand_viewers_one_training(void **state)
 
     (void)state;
     assert_true(readers >= 1);
-    model = trainstack_create_model(&ts);
+    model = trainstack_create_model(&ts, 0);
     snprintf(sql, sizeof(sql),
              "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
              "WHERE i < %d) INSERT INTO progress_events (model_id, seq, "
@@ -116,7 +116,7 @@ static void thousand_viewers_one_training(void **state)
         fail_msg("%s", f.error);
     assert_int_equal(f.closed, 0);
 
-    trainstack_train(&ts, model, EPOCHS);
+    trainstack_train(&ts, model, EPOCHS, NULL);
     if (fleet_pump(&f, FLEET_UNTIL_DONE, STEP_TIMEOUT_MS) != 0)
         fail_msg("%s", f.error);
     trainstack_wait_state(&ts, model, "completed", STEP_TIMEOUT_MS, NULL, 0);

@@ -182,7 +182,7 @@ void trainstack_start(struct trainstack *ts,
                       const struct trainstack_options *opt)
 {
     char train[PATH_MAX], train_abs[PATH_MAX], path[PATH_MAX + 64];
-    char target[96], sql[512];
+    char target[96];
     struct error err = {0};
     struct stack *s;
     FILE *f;
@@ -216,8 +216,10 @@ void trainstack_start(struct trainstack *ts,
             "  - name: cpu\n"
             "    device: cpu\n"
             "    price_per_hour: \"%s\"\n"
-            "    capacity: 2\n",
-            train_abs, opt->price_per_hour ? opt->price_per_hour : "0.50");
+            "    capacity: 2\n"
+            "%s",
+            train_abs, opt->price_per_hour ? opt->price_per_hour : "0.50",
+            opt->more_instance_types ? opt->more_instance_types : "");
     fclose(f);
 
     trainstack_start_backend(ts, 0);
@@ -239,17 +241,25 @@ void trainstack_start(struct trainstack *ts,
     if (opt->credits > 0)
         trainstack_credit(ts, opt->credits);
 
-    snprintf(path, sizeof(path), "%s/" TRAINSTACK_DATASET_PATH, s->data);
-    write_dataset(path, opt->train_per_class > 0 ? opt->train_per_class : 12);
+    trainstack_add_dataset(ts, TRAINSTACK_DATASET_ID, TRAINSTACK_DATASET_PATH);
+}
+
+void trainstack_add_dataset(struct trainstack *ts, int64_t id,
+                            const char *path)
+{
+    int per_class = ts->opt.train_per_class > 0 ? ts->opt.train_per_class
+                                                : 12;
+    char root[PATH_MAX + 64], sql[512];
+
+    snprintf(root, sizeof(root), "%s/%s", ts->s->data, path);
+    write_dataset(root, per_class);
     snprintf(sql, sizeof(sql),
              "INSERT INTO datasets (id, account_id, name, task, path, "
-             "images, created_at) VALUES (%d, %lld, 'tiny', 'classify', "
-             "'" TRAINSTACK_DATASET_PATH "', %d, 1)",
-             TRAINSTACK_DATASET_ID, (long long)ts->user_id,
-             CLASSES * ((opt->train_per_class > 0 ? opt->train_per_class
-                                                  : 12) +
-                        VAL_PER_CLASS));
-    stack_database_exec(s, sql);
+             "images, created_at) VALUES (%lld, %lld, 'tiny-%lld', "
+             "'classify', '%s', %d, 1)",
+             (long long)id, (long long)ts->user_id, (long long)id, path,
+             CLASSES * (per_class + VAL_PER_CLASS));
+    stack_database_exec(ts->s, sql);
 }
 
 int trainstack_stop(struct trainstack *ts)
@@ -262,16 +272,17 @@ int trainstack_stop(struct trainstack *ts)
     return rc;
 }
 
-int64_t trainstack_create_model(struct trainstack *ts)
+int64_t trainstack_create_model(struct trainstack *ts, int64_t dataset)
 {
     struct http_reply r;
     char body[256];
     int64_t id;
 
     snprintf(body, sizeof(body),
-             "{\"name\":\"load-%d\",\"dataset\":%d,\"architecture\":"
+             "{\"name\":\"load-%d\",\"dataset\":%lld,\"architecture\":"
              "\"yolov8n-cls.yaml\",\"args\":{\"imgsz\":16,\"batch\":8}}",
-             ++ts->models, TRAINSTACK_DATASET_ID);
+             ++ts->models,
+             (long long)(dataset > 0 ? dataset : TRAINSTACK_DATASET_ID));
     trainstack_call(ts, "POST", "/api/v1/models", body, &r);
     trainstack_expect(&r, 201, "POST /api/v1/models");
     id = (int64_t)json_number(r.body, "id", NULL);
@@ -280,7 +291,8 @@ int64_t trainstack_create_model(struct trainstack *ts)
     return id;
 }
 
-void trainstack_train(struct trainstack *ts, int64_t model, int epochs)
+void trainstack_train(struct trainstack *ts, int64_t model, int epochs,
+                      const char *instance)
 {
     struct http_reply r;
     char target[64], body[160];
@@ -288,8 +300,8 @@ void trainstack_train(struct trainstack *ts, int64_t model, int epochs)
     snprintf(target, sizeof(target), "/api/v1/models/%lld/train",
              (long long)model);
     snprintf(body, sizeof(body),
-             "{\"mode\":\"epochs\",\"epochs\":%d,\"instance_type\":\"cpu\"}",
-             epochs);
+             "{\"mode\":\"epochs\",\"epochs\":%d,\"instance_type\":\"%s\"}",
+             epochs, instance ? instance : "cpu");
     trainstack_call(ts, "POST", target, body, &r);
     trainstack_expect(&r, 202, target);
     harness_http_free(&r);

@@ -28,8 +28,11 @@
 struct trainstack_options {
     /* Images per class in the train split (4 per class go to val). */
     int train_per_class;
-    /* The instance type's price, a decimal string in dollars. */
+    /* The "cpu" instance type's price, a decimal string in dollars. */
     const char *price_per_hour;
+    /* More entries of the configuration's instance_types list, as YAML
+     * lines indented by 2 spaces; may be NULL. */
+    const char *more_instance_types;
     /* Credits given to the user, in micro-dollars. */
     int64_t credits;
     /* Options passed to every gateway start; either may be NULL. */
@@ -72,12 +75,19 @@ void trainstack_expect(const struct http_reply *r, int status,
 /* Give the user amount micro-dollars of credits as the admin. */
 void trainstack_credit(struct trainstack *ts, int64_t amount);
 
-/* Create a model of yolov8n-cls.yaml on the data set, imgsz 16 and batch
- * 8; returns its id. */
-int64_t trainstack_create_model(struct trainstack *ts);
+/* Write another generated data set to DATA/path and store it as the
+ * user's data set id. */
+void trainstack_add_dataset(struct trainstack *ts, int64_t id,
+                            const char *path);
 
-/* Start training of epochs epochs on the "cpu" instance type. */
-void trainstack_train(struct trainstack *ts, int64_t model, int epochs);
+/* Create a model of yolov8n-cls.yaml on data set dataset (0: the one
+ * made at start), imgsz 16 and batch 8; returns its id. */
+int64_t trainstack_create_model(struct trainstack *ts, int64_t dataset);
+
+/* Start training of epochs epochs on instance type instance (NULL:
+ * "cpu"). */
+void trainstack_train(struct trainstack *ts, int64_t model, int epochs,
+                      const char *instance);
 
 /* Wait up to timeout_ms for the model's session state to be state;
  * copies the session's reason into reason (when not NULL). */
