@@ -81,6 +81,7 @@ static char *header_text(const struct net *net, const struct model_spec *spec,
     add_exact(s, "loss_sum", st->loss_sum);
     add_exact(s, "loss_count", (double)st->loss_count);
     cJSON_AddBoolToObject(s, "finished", st->finished);
+    cJSON_AddNumberToObject(s, "train_images", st->train_images);
 
     cJSON_AddNumberToObject(o, "kind", opt->kind);
     add_exact(o, "lr0", opt->lr0);
@@ -369,6 +370,9 @@ static int parse_header(struct checkpoint *ck, const char *text, size_t len)
     ck->state.loss_count = (int64_t)num(s, "loss_count", &bad);
     ck->state.finished =
         cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "finished"));
+    const cJSON *images = cJSON_GetObjectItemCaseSensitive(s, "train_images");
+    ck->state.train_images =
+        cJSON_IsNumber(images) ? (int)images->valuedouble : 0;
 
     ck->opt.kind = (enum optimizer_kind)(int)num(o, "kind", &bad);
     ck->opt.lr0 = num(o, "lr0", &bad);
