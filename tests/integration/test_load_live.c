@@ -119,6 +119,13 @@ static void thousand_viewers_one_training(void **state)
     trainstack_train(&ts, model, EPOCHS, NULL);
     if (fleet_pump(&f, FLEET_UNTIL_DONE, STEP_TIMEOUT_MS) != 0)
         fail_msg("%s", f.error);
+    /* Latencies up to "done" only: later events arrive while this thread
+     * waits for the REST API, not for the gateway. */
+    double median = fleet_percentile(&f, 50), p99 = fleet_percentile(&f, 99);
+    double max = fleet_percentile(&f, 100);
+    double store_median = fleet_store_percentile(&f, 50);
+    double store_p99 = fleet_store_percentile(&f, 99);
+    size_t samples = f.latency_count;
     trainstack_wait_state(&ts, model, "completed", STEP_TIMEOUT_MS, NULL, 0);
     last = trainstack_last_seq(&ts, model);
     assert_true(last > BACKLOG_EVENTS + EPOCHS);
@@ -139,10 +146,13 @@ static void thousand_viewers_one_training(void **state)
     }
     printf("live load: %d readers, %d stalled viewers, %lld events each; "
            "trainer-to-viewer latency median %.1f ms, p99 %.1f ms, max "
-           "%.1f ms over %zu events; slowest 'done' %.1f ms\n",
-           readers, stalled, (long long)(last - BACKLOG_EVENTS),
-           fleet_percentile(&f, 50), fleet_percentile(&f, 99),
-           fleet_percentile(&f, 100), f.latency_count, worst_done);
+           "%.1f ms over %zu events up to 'done'; slowest 'done' %.1f "
+           "ms\n",
+           readers, stalled, (long long)(last - BACKLOG_EVENTS), median, p99,
+           max, samples, worst_done);
+    printf("live load: of that, trainer to stored in the backend: median "
+           "%.1f ms, p99 %.1f ms\n",
+           store_median, store_p99);
     assert_true(worst_done < DONE_LATENCY_MAX_MS);
 
     /* The stalled viewers read now: each got every event in order, or

@@ -96,17 +96,20 @@ int fleet_subscribe(struct fleet *f, int64_t model, int64_t reader_after,
     return 0;
 }
 
-static void add_latency(struct fleet *f, double ms)
+/* Append ms to the samples at *values; a sample that finds no memory
+ * is dropped, and the event counts stay right. */
+static void add_sample(double **values, size_t *count, size_t *cap,
+                       double ms)
 {
-    if (f->latency_count == f->latency_cap) {
-        size_t cap = f->latency_cap ? f->latency_cap * 2 : 4096;
-        double *grown = realloc(f->latencies, cap * sizeof(*grown));
+    if (*count == *cap) {
+        size_t grown_cap = *cap ? *cap * 2 : 4096;
+        double *grown = realloc(*values, grown_cap * sizeof(*grown));
         if (grown == NULL)
-            return; /* the sample is lost; the counts stay right */
-        f->latencies = grown;
-        f->latency_cap = cap;
+            return;
+        *values = grown;
+        *cap = grown_cap;
     }
-    f->latencies[f->latency_count++] = ms;
+    (*values)[(*count)++] = ms;
 }
 
 static void take_message(struct fleet *f, struct fleet_viewer *v,
@@ -129,8 +132,13 @@ static void take_message(struct fleet *f, struct fleet_viewer *v,
         if (n > v->last_seq)
             v->last_seq = n;
         v->events++;
+        const cJSON *stored = cJSON_GetObjectItemCaseSensitive(msg, "created_at");
         if (cJSON_IsNumber(time))
-            add_latency(f, received - time->valuedouble);
+            add_sample(&f->latencies, &f->latency_count, &f->latency_cap,
+                       received - time->valuedouble);
+        if (cJSON_IsNumber(time) && cJSON_IsNumber(stored))
+            add_sample(&f->store_latencies, &f->store_count, &f->store_cap,
+                       stored->valuedouble - time->valuedouble);
         if (cJSON_IsString(kind) && strcmp(kind->valuestring, "done") == 0) {
             v->done_events++;
             v->done_received = received;
@@ -222,6 +230,7 @@ int fleet_resume_stalled(struct fleet *f)
 void fleet_reset_latencies(struct fleet *f)
 {
     f->latency_count = 0;
+    f->store_count = 0;
 }
 
 static int compare_doubles(const void *a, const void *b)
@@ -231,15 +240,25 @@ static int compare_doubles(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-double fleet_percentile(struct fleet *f, double p)
+static double percentile(double *values, size_t count, double p)
 {
     size_t index;
 
-    if (f->latency_count == 0)
+    if (count == 0)
         return -1;
-    qsort(f->latencies, f->latency_count, sizeof(double), compare_doubles);
-    index = (size_t)(p / 100.0 * (double)(f->latency_count - 1) + 0.5);
-    return f->latencies[index];
+    qsort(values, count, sizeof(double), compare_doubles);
+    index = (size_t)(p / 100.0 * (double)(count - 1) + 0.5);
+    return values[index];
+}
+
+double fleet_percentile(struct fleet *f, double p)
+{
+    return percentile(f->latencies, f->latency_count, p);
+}
+
+double fleet_store_percentile(struct fleet *f, double p)
+{
+    return percentile(f->store_latencies, f->store_count, p);
 }
 
 void fleet_close(struct fleet *f)
@@ -250,6 +269,7 @@ void fleet_close(struct fleet *f)
         close(f->epoll_fd);
     free(f->viewers);
     free(f->latencies);
+    free(f->store_latencies);
     memset(f, 0, sizeof(*f));
     f->epoll_fd = -1;
 }

@@ -38,6 +38,10 @@ struct fleet {
     int64_t model;
     double *latencies; /* ms, one per event that carried time_ms */
     size_t latency_count, latency_cap;
+    /* Of that, the part until the backend stored the event: created_at
+     * minus time_ms, one per event and viewer. */
+    double *store_latencies;
+    size_t store_count, store_cap;
     int closed; /* readers whose connection ended */
     char error[512];
 };
@@ -74,6 +78,9 @@ void fleet_reset_latencies(struct fleet *f);
 /* The p-th percentile (0..100) of the recorded latencies in ms, or -1
  * when there are none. Sorts the samples. */
 double fleet_percentile(struct fleet *f, double p);
+
+/* The same for the part until the backend stored the events. */
+double fleet_store_percentile(struct fleet *f, double p);
 
 /* Close every viewer and free the fleet's memory. */
 void fleet_close(struct fleet *f);
