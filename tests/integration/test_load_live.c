@@ -13,9 +13,11 @@
  * it.
  *
  * LOAD_LIVE_VIEWERS and LOAD_LIVE_STALLED change the counts (defaults
- * 1000 and 100; bench/live_latency.sh uses them). The test prints the
- * median and 99th percentile latency from the trainer's time_ms to the
- * viewer's clock.
+ * 1000 and 100), LOAD_LIVE_EPOCHS the epochs (default 3) and
+ * LOAD_LIVE_IMAGES the training images per class (default 12); the
+ * benchmarks in bench/ use them. The test prints the median and 99th
+ * percentile latency from the trainer's time_ms to the viewer's clock,
+ * and the backend's control-plane time per epoch from its log.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,7 +40,8 @@
  * receive buffer, and more than the gateway's 1,024-message queue. */
 #define BACKLOG_EVENTS 2000
 #define BACKLOG_PAD_BYTES 100
-#define EPOCHS 3
+#define EPOCHS_DEFAULT 3
+#define IMAGES_DEFAULT 12
 /* The bound on the trainer-to-viewer time of the last event. It is
  * generous because the sanitizer builds of all three programs and the
  * 1,000 viewers share 2 CPU cores in CI; a few seconds still shows that
@@ -67,8 +70,8 @@ static int env_count(const char *name, int fallback, int max)
 
 static int setup(void **state)
 {
-    static const struct trainstack_options opt = {
-        .train_per_class = 12,
+    struct trainstack_options opt = {
+        .train_per_class = env_count("LOAD_LIVE_IMAGES", IMAGES_DEFAULT, 5000),
         .credits = 50000000,
         .gateway_option = "--live-connections=1024",
     };
@@ -76,6 +79,21 @@ static int setup(void **state)
     (void)state;
     trainstack_start(&ts, &opt);
     return 0;
+}
+
+/* Print the backend's "control plane" log lines, one per epoch. */
+static void print_control_plane(void)
+{
+    FILE *f = fopen(ts.s->backend_log, "r");
+    char line[1024];
+
+    assert_non_null(f);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        const char *at = strstr(line, "control plane: ");
+        if (at != NULL)
+            printf("live load: backend %s", at);
+    }
+    fclose(f);
 }
 
 static int teardown(void **state)
@@ -89,6 +107,7 @@ static void thousand_viewers_one_training(void **state)
     int viewers = env_count("LOAD_LIVE_VIEWERS", VIEWERS_DEFAULT, 1000);
     int stalled = env_count("LOAD_LIVE_STALLED", STALLED_DEFAULT, viewers);
     int readers = viewers - stalled;
+    int epochs = env_count("LOAD_LIVE_EPOCHS", EPOCHS_DEFAULT, 1000);
     char headers[512], sql[1024];
     struct fleet f;
     int64_t model, last;
@@ -96,6 +115,7 @@ static void thousand_viewers_one_training(void **state)
 
     (void)state;
     assert_true(readers >= 1);
+    assert_true(epochs >= 1);
     model = trainstack_create_model(&ts, 0);
     snprintf(sql, sizeof(sql),
              "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
@@ -116,7 +136,7 @@ static void thousand_viewers_one_training(void **state)
         fail_msg("%s", f.error);
     assert_int_equal(f.closed, 0);
 
-    trainstack_train(&ts, model, EPOCHS, NULL);
+    trainstack_train(&ts, model, epochs, NULL);
     if (fleet_pump(&f, FLEET_UNTIL_DONE, STEP_TIMEOUT_MS) != 0)
         fail_msg("%s", f.error);
     /* Latencies up to "done" only: later events arrive while this thread
@@ -128,7 +148,8 @@ static void thousand_viewers_one_training(void **state)
     size_t samples = f.latency_count;
     trainstack_wait_state(&ts, model, "completed", STEP_TIMEOUT_MS, NULL, 0);
     last = trainstack_last_seq(&ts, model);
-    assert_true(last > BACKLOG_EVENTS + EPOCHS);
+    assert_true(last > BACKLOG_EVENTS + epochs);
+    print_control_plane();
     if (fleet_pump(&f, last, STEP_TIMEOUT_MS) != 0)
         fail_msg("%s", f.error);
 
