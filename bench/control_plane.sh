@@ -1,8 +1,8 @@
 #!/bin/bash
 # Control-plane cost per epoch: the backend's time handling one trainer's
 # events (parsing, transactions, the epoch charge, checkpoint rows, the
-# fan-out to the gateway) as a share of the epoch's training time, from
-# the "control plane" lines that the backend logs after each epoch event.
+# fan-out to the gateway) as a share of the epoch's training time. The
+# backend logs it in a "control plane" line after each epoch event.
 # One viewer watches a training of EPOCHS epochs on IMAGES training
 # images per class (16x16 pixels, batch 8), with the release programs.
 #   bench/control_plane.sh [EPOCHS] [IMAGES]      (default: 5 400)

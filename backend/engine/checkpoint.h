@@ -44,8 +44,8 @@ struct train_state {
     double loss_sum;     /* of the unfinished epoch */
     int64_t loss_count;
     int finished;        /* 1 when the run completed */
-    /* Usable training images of the data set when the run started; 0 in
-     * checkpoints written before the field existed. */
+    /* Usable training images of the data set when the run started. It
+     * is 0 in checkpoints written before the field existed. */
     int train_images;
 };
 

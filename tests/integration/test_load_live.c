@@ -4,9 +4,9 @@
  * real backend, gateway and train program on 127.0.0.1. One epoll loop in
  * this thread reads them all (tests/support/fleet.c).
  *
- * Of the viewers, 100 stop reading: they subscribe from seq 0 to a
+ * Of the viewers, 100 stop reading. They subscribe from seq 0 to a
  * backlog of stored events bigger than the kernel's socket buffers and
- * the gateway's queue limit, so that their writers block or the gateway
+ * the gateway's queue limit, so their writers block, or the gateway
  * closes them as too slow. The other 900 subscribe after the backlog and
  * must each receive every event of the training in seq order, none lost,
  * and the "done" event within DONE_LATENCY_MAX_MS of the trainer writing
@@ -34,17 +34,18 @@
 
 #define VIEWERS_DEFAULT 1000
 #define STALLED_DEFAULT 100
-/* Stored events before the training, and the filler in each payload:
- * about 230 bytes a message, so 460 KB for a stalled viewer, more than
- * the 256 KiB send buffer (128 KiB doubled by Linux) plus a 4 KiB
- * receive buffer, and more than the gateway's 1,024-message queue. */
+/* Stored events before the training, and the filler in each payload.
+ * A message has about 230 bytes, so a stalled viewer's backlog is 460 KB.
+ * That is more than the 256 KiB send buffer (128 KiB doubled by Linux)
+ * plus a 4 KiB receive buffer, in more messages than the gateway's
+ * queue limit of 1,024. */
 #define BACKLOG_EVENTS 2000
 #define BACKLOG_PAD_BYTES 100
 #define EPOCHS_DEFAULT 3
 #define IMAGES_DEFAULT 12
 /* The bound on the trainer-to-viewer time of the last event. It is
  * generous because the sanitizer builds of all three programs and the
- * 1,000 viewers share 2 CPU cores in CI; a few seconds still shows that
+ * 1,000 viewers share 2 CPU cores in CI. A few seconds still shows that
  * the stalled viewers, whose writers block, do not hold up the readers. */
 #define DONE_LATENCY_MAX_MS 5000
 #define STEP_TIMEOUT_MS 120000
@@ -177,8 +178,11 @@ static void thousand_viewers_one_training(void **state)
     assert_true(worst_done < DONE_LATENCY_MAX_MS);
 
     /* The stalled viewers read now: each got every event in order, or
-     * the gateway closed it as too slow (1008). */
-    int closed_readers = f.closed, closed_slow = 0;
+     * the gateway closed it as too slow. The close frame (1008) reaches
+     * a viewer only when its buffers had room. Otherwise the gateway
+     * shuts the socket down 5 s later, and the viewer sees the end of
+     * the stream without a close code. */
+    int closed_readers = f.closed, closed_slow = 0, close_frames = 0;
     fleet_reset_latencies(&f);
     assert_int_equal(fleet_resume_stalled(&f), 0);
     if (fleet_pump(&f, last, STEP_TIMEOUT_MS) != 0)
@@ -187,7 +191,8 @@ static void thousand_viewers_one_training(void **state)
         const struct fleet_viewer *v = &f.viewers[i];
         assert_int_equal(v->order_errors, 0);
         if (v->ws.closed) {
-            assert_int_equal(v->ws.close_code, 1008);
+            assert_true(v->ws.close_code == 1008 || v->ws.close_code == 0);
+            close_frames += v->ws.close_code == 1008;
             closed_slow++;
         } else {
             assert_int_equal(v->last_seq, last);
@@ -195,9 +200,13 @@ static void thousand_viewers_one_training(void **state)
         }
     }
     assert_int_equal(f.closed - closed_readers, closed_slow);
+    if (closed_slow > 0)
+        assert_true(harness_file_contains(ts.s->gateway_log,
+                                          "closing it as too slow"));
     printf("live load: the gateway closed %d of %d stalled viewers as too "
-           "slow; the others received all %lld events in order\n",
-           closed_slow, stalled, (long long)last);
+           "slow (%d got the close frame); the others received all %lld "
+           "events in order\n",
+           closed_slow, stalled, close_frames, (long long)last);
     fleet_close(&f);
 }
 

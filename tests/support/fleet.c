@@ -96,8 +96,8 @@ int fleet_subscribe(struct fleet *f, int64_t model, int64_t reader_after,
     return 0;
 }
 
-/* Append ms to the samples at *values; a sample that finds no memory
- * is dropped, and the event counts stay right. */
+/* Append ms to the samples at *values. Without memory the sample is
+ * dropped, and the event counts stay right. */
 static void add_sample(double **values, size_t *count, size_t *cap,
                        double ms)
 {

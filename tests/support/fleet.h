@@ -2,7 +2,7 @@
  * Many live-progress viewers in one thread: WebSocket clients (wsclient.h)
  * on 127.0.0.1 that one epoll loop reads. Each viewer watches one model
  * and checks that its events come in seq order with no gap and no
- * duplicate; a viewer can also be stalled, which means it is never read.
+ * duplicate. A stalled viewer is never read.
  * The fleet records each event's latency: the time it was received minus
  * the trainer's "time_ms" in the event payload, both Unix milliseconds on
  * the same machine.
