@@ -44,6 +44,9 @@
 #define PRICEY "pricey"
 
 static struct trainstack ts;
+/* The tmpfs that disk_full_keeps_checkpoint mounted, unmounted by the
+ * test or, when it fails midway, by teardown. */
+static char mounted[PATH_MAX + 64];
 
 static int setup(void **state)
 {
@@ -65,6 +68,8 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
+    if (mounted[0] != '\0' && umount2(mounted, MNT_DETACH) != 0)
+        fprintf(stderr, "umount %s failed: %s\n", mounted, strerror(errno));
     return trainstack_stop(&ts);
 }
 
@@ -192,8 +197,8 @@ static void disk_full_keeps_checkpoint(void **state)
     size = file_size(last_ckpt) + file_size(best_ckpt);
     assert_true(file_size(last_ckpt) > 0);
 
-    /* The model's run folder holds the first epoch's files and 1 MiB
-     * more, so the second epoch's last.ckpt, written to a temporary file
+    /* The model's run folder has room for the first epoch's files and
+     * 1 MiB more, so the second epoch's last.ckpt, written to a temporary file
      * beside the first, does not fit. */
     model = trainstack_create_model(&ts, 0);
     snprintf(runs, sizeof(runs), "%s/runs/model-%lld", ts.s->data,
@@ -207,6 +212,7 @@ static void disk_full_keeps_checkpoint(void **state)
                options, runs, strerror(errno));
         skip();
     }
+    snprintf(mounted, sizeof(mounted), "%s", runs);
     trainstack_train(&ts, model, 3, NULL);
     trainstack_wait_state(&ts, model, "failed", STEP_TIMEOUT_MS, reason,
                           sizeof(reason));
@@ -228,7 +234,7 @@ static void disk_full_keeps_checkpoint(void **state)
              (long long)session);
     assert_int_equal(trainstack_query_int(&ts, sql), 1);
 
-    /* One charge, for the first epoch; the failed one costs nothing. */
+    /* One charge, for the first epoch. The failed one costs nothing. */
     snprintf(sql, sizeof(sql),
              "SELECT COUNT(*) FROM ledger WHERE session_id = %lld",
              (long long)session);
@@ -248,6 +254,7 @@ static void disk_full_keeps_checkpoint(void **state)
     assert_int_equal(trainstack_query_int(&ts, sql), 3);
     assert_true(harness_file_contains(ts.s->backend_log, "resume="));
     assert_int_equal(umount2(runs, MNT_DETACH), 0);
+    mounted[0] = '\0';
 }
 
 /* Train model on the pricey type until the session pauses. An epoch
@@ -263,8 +270,8 @@ static void train_until_paused(int64_t model)
     assert_non_null(strstr(reason, "balance too low"));
 }
 
-/* Resume model after a top-up; the resume must fail with a message about
- * the data set at path and charge nothing. */
+/* Resume model after a top-up. The resume must fail with a message
+ * about the data set at path and charge nothing. */
 static void resume_fails_free(int64_t model, const char *path)
 {
     char target[64], reason[512] = "";

@@ -1,9 +1,9 @@
 /*
  * The REST API under load: 200 concurrent browser clients (session cookie,
  * CSRF token on the POST) send requests to the real gateway and backend
- * on 127.0.0.1 for LOAD_REST_SECONDS seconds (default 60), one request
- * per connection as civetweb serves them without keep-alive. One epoll
- * loop in this thread drives all clients.
+ * on 127.0.0.1 for LOAD_REST_SECONDS seconds (default 60). Each request
+ * has its own connection, because civetweb serves them without
+ * keep-alive. One epoll loop in this thread drives all clients.
  *
  * Every response must be a success: the only documented rate limit is
  * the one on sign-in, which these requests do not use. At the end the
@@ -400,7 +400,7 @@ int main(void)
 
     /* The servers' sanitizer keeps freed memory in a quarantine of
      * 256 MiB by default, which would fill during the run and hide a
-     * leak among its growth; 16 MiB keeps the RSS comparison meaningful
+     * leak among its growth. 16 MiB keeps the RSS comparison meaningful
      * and leaves leak detection as it is. */
     snprintf(options, sizeof(options), "%s%squarantine_size_mb=16",
              asan ? asan : "", asan && asan[0] ? ":" : "");
