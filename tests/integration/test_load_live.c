@@ -14,7 +14,7 @@
  *
  * LOAD_LIVE_VIEWERS and LOAD_LIVE_STALLED change the counts (defaults
  * 1000 and 100), LOAD_LIVE_EPOCHS the epochs (default 3) and
- * LOAD_LIVE_IMAGES the training images per class (default 12); the
+ * LOAD_LIVE_IMAGES the training images per class (default 12). The
  * benchmarks in bench/ use them. The test prints the median and 99th
  * percentile latency from the trainer's time_ms to the viewer's clock,
  * and the backend's control-plane time per epoch from its log.

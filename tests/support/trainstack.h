@@ -1,7 +1,7 @@
 /*
- * A stack (stack.h) set up for training: the backend reads a
+ * A stack (stack.h) set up for training. The backend reads a
  * configuration file that names the tested train program and sells one
- * CPU instance type, an admin and one user on the pro plan with credits
+ * CPU instance type. An admin and one user on the pro plan with credits
  * exist, and the user owns a generated classification data set. The
  * helpers start trainings, wait for session states and read stored
  * events through the REST API as that user.
