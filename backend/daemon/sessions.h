@@ -18,7 +18,7 @@
  *
  * All functions except the state helpers take a `struct sessions` that
  * one thread owns: the backend's service loop calls sessions_poll every
- * 100 ms and the request handlers call start, stop and resume between
+ * 10 ms and the request handlers call start, stop and resume between
  * polls. Only sessions_shutdown waits for trainers. The others wait at
  * most for SQLite's busy timeout and, when launching, for the exec of
  * the trainer. The event hook must not call back into this module.
