@@ -1,13 +1,14 @@
 /*
  * schema/openapi.yaml against the gateway. The first group reads the
- * description with libyaml and compares it with the route table
- * (api_routes of gateway/routes.c): every route must have an operation
- * and every operation a route, with a 2xx response, error responses of
- * the shared Error schema, the CSRF header on CSRF routes, no security
- * on public routes, a JSON request body on JSON routes and a described
- * path parameter. The second group starts the real backend and gateway
- * on 127.0.0.1 and checks responses of the data set, model and quote
- * routes against the schemas that the description gives them.
+ * description with libyaml and compares it with the route table,
+ * api_routes of gateway/routes.c. Every route must have an operation and
+ * every operation a route. Each operation needs a 2xx response, error
+ * responses of the shared Error schema, and a summary. The CSRF header,
+ * `security: []`, the JSON request body and the path parameters must be
+ * declared exactly where the route table asks for them. The second group
+ * starts the real backend and gateway on 127.0.0.1 and checks responses
+ * of the data set, model, quote and events routes against the schemas
+ * that the description gives them.
  *
  * Tests run from the repository root, as the other tests that read
  * files of the tree do.
@@ -30,7 +31,7 @@
 #include "stack.h"
 
 #define OPENAPI_PATH "schema/openapi.yaml"
-/* The description's server URL; its paths are relative to it. */
+/* The description's server URL, to which its paths are relative. */
 #define API_PREFIX "/api/v1"
 #define ERROR_SCHEMA_REF "#/components/schemas/Error"
 #define CSRF_PARAMETER_REF "#/components/parameters/CsrfToken"
@@ -38,8 +39,8 @@
 #define ADMIN "admin@example.test"
 #define ADMIN_PASSWORD "admin password 1"
 
-/* Mismatches found by one test, one per line; the test asserts that it
- * stays empty, so cmocka prints every mismatch at once. */
+/* Mismatches found by one test, one per line. The test asserts that the
+ * text is empty, so cmocka prints every mismatch at once. */
 struct problems {
     char text[8192];
     size_t used;
@@ -81,8 +82,7 @@ static int scalar_is(const yaml_node_t *node, const char *text)
 {
     return node != NULL && node->type == YAML_SCALAR_NODE &&
            node->data.scalar.length == strlen(text) &&
-           memcmp(node->data.scalar.value, text, node->data.scalar.length) ==
-               0;
+           memcmp(node->data.scalar.value, text, node->data.scalar.length) == 0;
 }
 
 /* The text of a scalar node, or NULL for any other node. */
@@ -145,7 +145,8 @@ static yaml_node_t *ref_target(const char *ref)
     return node;
 }
 
-/* Follow node's $ref, if it has one; NULL when the target is missing. */
+/* Follow node's $ref, if it has one. Returns NULL when the target is
+ * missing. */
 static yaml_node_t *resolve(yaml_node_t *node)
 {
     for (int hops = 0; hops < 8; hops++) {
@@ -167,8 +168,9 @@ static int load_openapi(void **state)
     (void)state;
     file = fopen(OPENAPI_PATH, "rb");
     if (file == NULL) {
-        fprintf(stderr, "cannot open %s; run the test from the repository "
-                        "root\n",
+        fprintf(stderr,
+                "cannot open %s; run the test from the repository "
+                "root\n",
                 OPENAPI_PATH);
         return -1;
     }
@@ -222,8 +224,8 @@ static void lower_copy(const char *text, char *out, size_t len)
     size_t i;
 
     for (i = 0; text[i] != '\0' && i + 1 < len; i++)
-        out[i] = (char)(text[i] >= 'A' && text[i] <= 'Z' ? text[i] + 32
-                                                         : text[i]);
+        out[i] =
+            (char)(text[i] >= 'A' && text[i] <= 'Z' ? text[i] + 32 : text[i]);
     out[i] = '\0';
 }
 
@@ -240,8 +242,7 @@ static yaml_node_t *route_operation(const struct route *r)
 }
 
 /* The route of a description path and lower-case method, or NULL. */
-static const struct route *operation_route(const char *path,
-                                           const char *method)
+static const struct route *operation_route(const char *path, const char *method)
 {
     char lower[16];
 
@@ -305,9 +306,9 @@ static void spec_is_openapi_3_0(void **state)
     assert_non_null(version);
     assert_memory_equal(version, "3.0.", 4);
     assert_non_null(map_get(yaml_root(), "paths"));
-    assert_true(scalar_is(
-        map_get(seq_item(map_get(yaml_root(), "servers"), 0), "url"),
-        API_PREFIX));
+    assert_true(
+        scalar_is(map_get(seq_item(map_get(yaml_root(), "servers"), 0), "url"),
+                  API_PREFIX));
 }
 
 static void spec_describes_every_route(void **state)
@@ -320,8 +321,8 @@ static void spec_describes_every_route(void **state)
             problem_add(&p, "%s %s: outside %s", r->method, r->pattern,
                         API_PREFIX);
         else if (route_operation(r) == NULL)
-            problem_add(&p, "%s %s: not described in %s", r->method,
-                        r->pattern, OPENAPI_PATH);
+            problem_add(&p, "%s %s: not described in %s", r->method, r->pattern,
+                        OPENAPI_PATH);
     }
     assert_string_equal(p.text, "");
 }
@@ -335,15 +336,15 @@ static void spec_has_no_extra_operation(void **state)
     assert_int_equal(paths->type, YAML_MAPPING_NODE);
     for (yaml_node_pair_t *pair = paths->data.mapping.pairs.start;
          pair < paths->data.mapping.pairs.top; pair++) {
-        const char *path =
-            scalar_text(yaml_document_get_node(&doc, pair->key));
+        const char *path = scalar_text(yaml_document_get_node(&doc, pair->key));
         yaml_node_t *item = yaml_document_get_node(&doc, pair->value);
 
         for (size_t m = 0; m < HTTP_METHOD_COUNT; m++)
             if (map_get(item, http_methods[m]) != NULL &&
                 operation_route(path, http_methods[m]) == NULL)
-                problem_add(&p, "%s %s%s: described, but no route in "
-                                "gateway/routes.c",
+                problem_add(&p,
+                            "%s %s%s: described, but no route in "
+                            "gateway/routes.c",
                             http_methods[m], API_PREFIX, path);
     }
     assert_string_equal(p.text, "");
@@ -402,11 +403,12 @@ static void error_responses_use_error_schema(void **state)
             if (code == NULL || (code[0] != '4' && code[0] != '5'))
                 continue;
             if (response == NULL)
-                problem_add(&p, "%s %s %s: the $ref names nothing",
-                            r->method, r->pattern, code);
+                problem_add(&p, "%s %s %s: the $ref names nothing", r->method,
+                            r->pattern, code);
             else if (!is_error_schema(schema))
-                problem_add(&p, "%s %s %s: application/json is not the "
-                                "Error schema",
+                problem_add(&p,
+                            "%s %s %s: application/json is not the "
+                            "Error schema",
                             r->method, r->pattern, code);
         }
     }
@@ -425,8 +427,8 @@ static void csrf_routes_declare_header(void **state)
         if (op == NULL)
             continue;
         if (r->csrf && !declared)
-            problem_add(&p, "%s %s: CSRF route without X-CSRF-Token",
-                        r->method, r->pattern);
+            problem_add(&p, "%s %s: CSRF route without X-CSRF-Token", r->method,
+                        r->pattern);
         if (!r->csrf && declared)
             problem_add(&p, "%s %s: X-CSRF-Token on a route without CSRF",
                         r->method, r->pattern);
@@ -473,21 +475,23 @@ static void json_routes_declare_body(void **state)
     for (const struct route *r = api_routes; r->method != NULL; r++) {
         yaml_node_t *op = route_operation(r);
         yaml_node_t *body = resolve(map_get(op, "requestBody"));
-        yaml_node_t *json = map_get(map_get(body, "content"),
-                                    "application/json");
+        yaml_node_t *json =
+            map_get(map_get(body, "content"), "application/json");
 
         if (op == NULL)
             continue;
         if (r->json_body && (json == NULL || map_get(json, "schema") == NULL))
-            problem_add(&p, "%s %s: JSON route without an application/json "
-                            "request body schema",
+            problem_add(&p,
+                        "%s %s: JSON route without an application/json "
+                        "request body schema",
                         r->method, r->pattern);
         if (r->json_body && !scalar_is(map_get(body, "required"), "true"))
-            problem_add(&p, "%s %s: JSON request body not required",
-                        r->method, r->pattern);
+            problem_add(&p, "%s %s: JSON request body not required", r->method,
+                        r->pattern);
         if (!r->json_body && json != NULL)
-            problem_add(&p, "%s %s: JSON request body on a route that "
-                            "reads none",
+            problem_add(&p,
+                        "%s %s: JSON request body on a route that "
+                        "reads none",
                         r->method, r->pattern);
     }
     assert_string_equal(p.text, "");
@@ -573,9 +577,9 @@ static int collect_properties(yaml_node_t *schema, cJSON *names, int depth)
     if (props != NULL && props->type == YAML_MAPPING_NODE) {
         for (yaml_node_pair_t *pair = props->data.mapping.pairs.start;
              pair < props->data.mapping.pairs.top; pair++)
-            cJSON_AddItemToArray(
-                names, cJSON_CreateString(scalar_text(
-                           yaml_document_get_node(&doc, pair->key))));
+            cJSON_AddItemToArray(names,
+                                 cJSON_CreateString(scalar_text(
+                                     yaml_document_get_node(&doc, pair->key))));
     }
     all = map_get(schema, "allOf");
     for (size_t i = 0; i < seq_length(all); i++)
@@ -601,8 +605,8 @@ static void check_value(yaml_node_t *schema, const cJSON *value,
                         const char *where, struct problems *p, int depth,
                         int check_unknown);
 
-/* Check the keys of an object value: the required ones are present,
- * none is unknown, and each known one matches its schema. */
+/* Check that the required keys of an object value are present and that
+ * each described key matches its schema. */
 static void check_object(yaml_node_t *schema, const cJSON *value,
                          const char *where, struct problems *p, int depth)
 {
@@ -615,8 +619,7 @@ static void check_object(yaml_node_t *schema, const cJSON *value,
     for (size_t i = 0; i < seq_length(required); i++) {
         const char *name = scalar_text(seq_item(required, i));
         if (name != NULL && !cJSON_HasObjectItem(value, name))
-            problem_add(p, "%s: required field '%s' is missing", where,
-                        name);
+            problem_add(p, "%s: required field '%s' is missing", where, name);
     }
     cJSON_ArrayForEach(field, value)
     {
@@ -630,7 +633,7 @@ static void check_object(yaml_node_t *schema, const cJSON *value,
     }
 }
 
-/* 1 when value matches the schema's type; also checks enum. */
+/* 1 when value has the schema's type, or the schema names none. */
 static int type_matches(yaml_node_t *schema, const cJSON *value)
 {
     const char *type = scalar_text(map_get(schema, "type"));
@@ -680,29 +683,26 @@ static void check_value(yaml_node_t *schema, const cJSON *value,
         problem_add(p, "%s: schema not found", where);
         return;
     }
-    if (cJSON_IsNull(value) &&
-        scalar_is(map_get(schema, "nullable"), "true"))
+    if (cJSON_IsNull(value) && scalar_is(map_get(schema, "nullable"), "true"))
         return;
     one = map_get(schema, "oneOf");
     if (one != NULL) {
         int matches = 0;
         for (size_t i = 0; i < seq_length(one); i++) {
             struct problems quiet = {0};
-            check_value(seq_item(one, i), value, where, &quiet, depth + 1,
-                        1);
+            check_value(seq_item(one, i), value, where, &quiet, depth + 1, 1);
             matches += quiet.used == 0;
         }
         if (matches != 1)
-            problem_add(p, "%s: matches %d of the oneOf schemas, not 1",
-                        where, matches);
+            problem_add(p, "%s: matches %d of the oneOf schemas, not 1", where,
+                        matches);
     }
     all = map_get(schema, "allOf");
     for (size_t i = 0; i < seq_length(all); i++)
         check_value(seq_item(all, i), value, where, p, depth + 1, 0);
     if (!type_matches(schema, value)) {
         char *text = cJSON_PrintUnformatted(value);
-        problem_add(p, "%s: %s is not of type %s", where,
-                    text ? text : "?",
+        problem_add(p, "%s: %s is not of type %s", where, text ? text : "?",
                     scalar_text(map_get(schema, "type")));
         free(text);
         return;
@@ -710,9 +710,9 @@ static void check_value(yaml_node_t *schema, const cJSON *value,
     if (!enum_matches(schema, value))
         problem_add(p, "%s: '%s' is not in the enum", where,
                     value->valuestring);
-    if (cJSON_IsObject(value) && (map_get(schema, "properties") ||
-                                  map_get(schema, "required") ||
-                                  map_get(schema, "additionalProperties")))
+    if (cJSON_IsObject(value) &&
+        (map_get(schema, "properties") || map_get(schema, "required") ||
+         map_get(schema, "additionalProperties")))
         check_object(schema, value, where, p, depth);
     items = map_get(schema, "items");
     if (cJSON_IsArray(value) && items != NULL) {
@@ -745,6 +745,9 @@ struct world {
     struct stack *s;
     struct browser admin, user;
     int64_t user_id, model_id;
+    /* The reply of the last request_and_check, freed by the next one
+     * and by stop_servers, so a failed assert leaks nothing. */
+    struct http_reply reply;
 };
 
 static struct world w;
@@ -757,8 +760,7 @@ static int start_servers(void **state)
         return -1;
     setenv("TRAINYARD_PWHASH", "fast", 1);
     w.s = stack_start(ADMIN, ADMIN_PASSWORD);
-    assert_int_equal(stack_signin(w.s, ADMIN, ADMIN_PASSWORD, &w.admin),
-                     200);
+    assert_int_equal(stack_signin(w.s, ADMIN, ADMIN_PASSWORD, &w.admin), 200);
     w.user_id = stack_create_user(w.s, &w.admin, "user@example.test",
                                   "user password 1", &w.user);
     /* A ready data set without files: creating a model needs only its
@@ -774,7 +776,10 @@ static int start_servers(void **state)
 
 static int stop_servers(void **state)
 {
-    int rc = stack_stop(w.s, NULL, 0);
+    int rc;
+
+    harness_http_free(&w.reply);
+    rc = stack_stop(w.s, NULL, 0);
 
     free_openapi(state);
     return rc;
@@ -782,181 +787,177 @@ static int stop_servers(void **state)
 
 /* Send a request as the user, then check the reply against the
  * description of method and path_template: the status must be one of the
- * operation's responses, and the body must match its JSON schema. */
-static void request_and_check(const char *method, const char *target,
-                              const char *path_template, const char *body,
-                              int expected_status, struct http_reply *r,
-                              struct problems *p)
+ * operation's responses, and the body must match its JSON schema.
+ * Returns the reply, which stays valid until the next call. */
+static const struct http_reply *
+request_and_check(const char *method, const char *target,
+                  const char *path_template, const char *body,
+                  int expected_status, struct problems *p)
 {
     char headers[1024] = STACK_JSON_HEADER, status[8], lower[16];
+    struct http_reply *r = &w.reply;
     yaml_node_t *op, *response, *schema;
     cJSON *json;
 
+    harness_http_free(r);
     browser_headers(&w.user, 1, headers, sizeof(headers));
     stack_request(w.s, method, target, headers, body, r);
     if (r->status != expected_status) {
         problem_add(p, "%s %s: HTTP %d, expected %d: %s", method, target,
                     r->status, expected_status, r->body);
-        return;
+        return r;
     }
     lower_copy(method, lower, sizeof(lower));
-    op = map_get(map_get(map_get(yaml_root(), "paths"), path_template),
-                 lower);
+    op = map_get(map_get(map_get(yaml_root(), "paths"), path_template), lower);
     snprintf(status, sizeof(status), "%d", r->status);
     response = resolve(map_get(map_get(op, "responses"), status));
     if (response == NULL) {
-        problem_add(p, "%s %s: HTTP %d is not described", method,
-                    path_template, r->status);
-        return;
+        problem_add(p, "%s %s: HTTP %d is not described", method, path_template,
+                    r->status);
+        return r;
     }
-    schema = map_get(map_get(map_get(response, "content"),
-                             "application/json"),
+    schema = map_get(map_get(map_get(response, "content"), "application/json"),
                      "schema");
     json = cJSON_Parse(r->body);
     if (json == NULL)
         problem_add(p, "%s %s: the body is not JSON: %s", method, target,
                     r->body);
     else if (schema == NULL)
-        problem_add(p, "%s %s: HTTP %d has no application/json schema",
-                    method, path_template, r->status);
+        problem_add(p, "%s %s: HTTP %d has no application/json schema", method,
+                    path_template, r->status);
     else
         check_value(schema, json, path_template, p, 0, 1);
     cJSON_Delete(json);
+    return r;
 }
 
 static void datasets_list_matches_schema(void **state)
 {
     struct problems p = {0};
-    struct http_reply r;
+    const struct http_reply *r;
 
     (void)state;
-    request_and_check("GET", "/api/v1/datasets", "/datasets", NULL, 200, &r,
-                      &p);
+    r = request_and_check("GET", "/api/v1/datasets", "/datasets", NULL, 200,
+                          &p);
     assert_string_equal(p.text, "");
-    assert_non_null(strstr(r.body, "\"task\":\"detect\""));
-    harness_http_free(&r);
+    assert_non_null(strstr(r->body, "\"task\":\"detect\""));
 }
 
 static void model_create_matches_schema(void **state)
 {
     struct problems p = {0};
-    struct http_reply r;
+    const struct http_reply *r;
 
     (void)state;
-    request_and_check("POST", "/api/v1/models", "/models",
-                      "{\"name\":\"shapes model\",\"dataset\":51,"
-                      "\"architecture\":\"yolov8n.yaml\","
-                      "\"args\":{\"imgsz\":64,\"fliplr\":0.5}}",
-                      201, &r, &p);
+    r = request_and_check("POST", "/api/v1/models", "/models",
+                          "{\"name\":\"shapes model\",\"dataset\":51,"
+                          "\"architecture\":\"yolov8n.yaml\","
+                          "\"args\":{\"imgsz\":64,\"fliplr\":0.5}}",
+                          201, &p);
     assert_string_equal(p.text, "");
-    w.model_id = (int64_t)json_number(r.body, "id", NULL);
+    w.model_id = (int64_t)json_number(r->body, "id", NULL);
     assert_true(w.model_id > 0);
-    harness_http_free(&r);
 }
 
 static void model_get_matches_schema(void **state)
 {
     struct problems p = {0};
-    struct http_reply r;
+    const struct http_reply *r;
     char target[96];
 
     (void)state;
     assert_true(w.model_id > 0);
     snprintf(target, sizeof(target), "/api/v1/models/%" PRId64, w.model_id);
-    request_and_check("GET", target, "/models/{id}", NULL, 200, &r, &p);
+    r = request_and_check("GET", target, "/models/{id}", NULL, 200, &p);
     assert_string_equal(p.text, "");
-    assert_non_null(strstr(r.body, "\"architecture\":\"yolov8n.yaml\""));
-    assert_non_null(strstr(r.body, "\"task\":\"detect\""));
-    assert_non_null(strstr(r.body, "\"session\":null"));
-    harness_http_free(&r);
+    assert_non_null(strstr(r->body, "\"architecture\":\"yolov8n.yaml\""));
+    assert_non_null(strstr(r->body, "\"task\":\"detect\""));
+    assert_non_null(strstr(r->body, "\"session\":null"));
 }
 
 static void models_list_matches_schema(void **state)
 {
     struct problems p = {0};
-    struct http_reply r;
+    const struct http_reply *r;
 
     (void)state;
-    request_and_check("GET", "/api/v1/models", "/models", NULL, 200, &r, &p);
+    r = request_and_check("GET", "/api/v1/models", "/models", NULL, 200, &p);
     assert_string_equal(p.text, "");
-    assert_non_null(strstr(r.body, "\"shapes model\""));
-    harness_http_free(&r);
+    assert_non_null(strstr(r->body, "\"shapes model\""));
 }
 
 static void model_create_error_matches(void **state)
 {
     struct problems p = {0};
-    struct http_reply r;
+    const struct http_reply *r;
 
     (void)state;
     /* A classification architecture for a detection data set. */
-    request_and_check("POST", "/api/v1/models", "/models",
-                      "{\"name\":\"wrong task\",\"dataset\":51,"
-                      "\"architecture\":\"yolov8n-cls.yaml\"}",
-                      400, &r, &p);
+    r = request_and_check("POST", "/api/v1/models", "/models",
+                          "{\"name\":\"wrong task\",\"dataset\":51,"
+                          "\"architecture\":\"yolov8n-cls.yaml\"}",
+                          400, &p);
     assert_string_equal(p.text, "");
-    assert_error(&r, 400, "invalid_request");
-    harness_http_free(&r);
+    assert_error(r, 400, "invalid_request");
 }
 
 static void quote_matches_schema(void **state)
 {
     struct problems p = {0};
-    struct http_reply r;
+    const struct http_reply *r;
 
     (void)state;
-    request_and_check("POST", "/api/v1/quote", "/quote",
-                      "{\"duration_ms\":1800000,\"instance_type\":\"cpu\"}",
-                      200, &r, &p);
+    r = request_and_check("POST", "/api/v1/quote", "/quote",
+                          "{\"duration_ms\":1800000,\"instance_type\":\"cpu\"}",
+                          200, &p);
     assert_string_equal(p.text, "");
-    assert_true(json_number(r.body, "price", NULL) >= 0);
-    assert_int_equal((int64_t)json_number(r.body, "duration_ms", NULL),
+    assert_true(json_number(r->body, "price", NULL) >= 0);
+    assert_int_equal((int64_t)json_number(r->body, "duration_ms", NULL),
                      1800000);
-    harness_http_free(&r);
 }
 
 static void events_match_schema(void **state)
 {
     struct problems p = {0};
-    struct http_reply r;
+    const struct http_reply *r;
     char target[96];
 
     (void)state;
     assert_true(w.model_id > 0);
     snprintf(target, sizeof(target),
-             "/api/v1/models/%" PRId64 "/events?after=0&limit=10",
-             w.model_id);
-    request_and_check("GET", target, "/models/{id}/events", NULL, 200, &r,
-                      &p);
+             "/api/v1/models/%" PRId64 "/events?after=0&limit=10", w.model_id);
+    r = request_and_check("GET", target, "/models/{id}/events", NULL, 200, &p);
     assert_string_equal(p.text, "");
-    harness_http_free(&r);
+    assert_non_null(strstr(r->body, "\"more\":false"));
 }
 
 static void model_missing_matches_error(void **state)
 {
     struct problems p = {0};
-    struct http_reply r;
+    const struct http_reply *r;
 
     (void)state;
-    request_and_check("GET", "/api/v1/models/987654", "/models/{id}", NULL,
-                      404, &r, &p);
+    r = request_and_check("GET", "/api/v1/models/987654", "/models/{id}", NULL,
+                          404, &p);
     assert_string_equal(p.text, "");
-    assert_error(&r, 404, "not_found");
-    harness_http_free(&r);
+    assert_error(r, 404, "not_found");
 }
 
 static void model_delete_matches_schema(void **state)
 {
     struct problems p = {0};
-    struct http_reply r;
+    const struct http_reply *r;
     char target[96];
 
     (void)state;
     assert_true(w.model_id > 0);
     snprintf(target, sizeof(target), "/api/v1/models/%" PRId64, w.model_id);
-    request_and_check("DELETE", target, "/models/{id}", NULL, 200, &r, &p);
+    r = request_and_check("DELETE", target, "/models/{id}", NULL, 200, &p);
     assert_string_equal(p.text, "");
-    harness_http_free(&r);
+    assert_string_equal(r->body, "{}");
+    r = request_and_check("GET", target, "/models/{id}", NULL, 404, &p);
+    assert_string_equal(p.text, "");
+    assert_error(r, 404, "not_found");
 }
 
 int main(void)
@@ -984,9 +985,8 @@ int main(void)
         cmocka_unit_test(model_missing_matches_error),
         cmocka_unit_test(model_delete_matches_schema),
     };
-    int failed = cmocka_run_group_tests_name("openapi description",
-                                             spec_tests, load_openapi,
-                                             free_openapi);
+    int failed = cmocka_run_group_tests_name("openapi description", spec_tests,
+                                             load_openapi, free_openapi);
 
     failed += cmocka_run_group_tests_name("openapi responses", server_tests,
                                           start_servers, stop_servers);
