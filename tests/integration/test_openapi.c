@@ -5,9 +5,10 @@
  * every operation a route. Each operation needs a 2xx response, error
  * responses of the shared Error schema, and a summary. The CSRF header,
  * `security: []`, the JSON request body and the path parameters must be
- * declared exactly where the route table asks for them. The second group
- * starts the real backend and gateway on 127.0.0.1 and checks responses
- * of the data set, model, quote and events routes against the schemas
+ * declared exactly on the routes whose table entry requires them. The
+ * second group starts the real backend and gateway on 127.0.0.1 and
+ * checks the replies of account, billing, data set, model, training,
+ * quote and events requests, successes and errors, against the schemas
  * that the description gives them.
  *
  * Tests run from the repository root, as the other tests that read
@@ -520,8 +521,9 @@ static void path_parameters_described(void **state)
     assert_string_equal(p.text, "");
 }
 
-/* Walk every mapping and sequence below node; report each $ref whose
- * target is missing. depth bounds the walk in case of YAML aliases. */
+/* Walk every mapping and sequence below node and report each $ref whose
+ * target is missing. depth bounds the walk in case a YAML alias refers
+ * to an enclosing node. */
 static void check_refs(yaml_node_t *node, int depth, struct problems *p)
 {
     if (node == NULL || depth > 64)
@@ -931,6 +933,58 @@ static void events_match_schema(void **state)
     assert_non_null(strstr(r->body, "\"more\":false"));
 }
 
+/* Requests whose replies must match the description. "{model}" in a
+ * target is replaced by the id of the model that the tests created. */
+static const struct {
+    const char *method, *target, *path_template, *body;
+    int status;
+} shape_cases[] = {
+    {"GET", "/api/v1/health", "/health", NULL, 200},
+    {"GET", "/api/v1/me", "/me", NULL, 200},
+    {"POST", "/api/v1/apikeys", "/apikeys", "{\"name\":\"script\"}", 201},
+    {"GET", "/api/v1/apikeys", "/apikeys", NULL, 200},
+    {"GET", "/api/v1/instance-types", "/instance-types", NULL, 200},
+    {"GET", "/api/v1/balance", "/balance", NULL, 200},
+    {"GET", "/api/v1/ledger", "/ledger", NULL, 200},
+    {"GET", "/api/v1/datasets/51/report", "/datasets/{id}/report", NULL, 200},
+    /* The user is on the free plan, and training needs Pro. */
+    {"POST", "/api/v1/models/{model}/train", "/models/{id}/train",
+     "{\"mode\":\"epochs\",\"epochs\":1,\"instance_type\":\"cpu\"}", 403},
+    {"POST", "/api/v1/models/{model}/stop", "/models/{id}/stop", NULL, 400},
+    {"POST", "/api/v1/models/{model}/resume", "/models/{id}/resume", NULL, 404},
+    {"GET", "/api/v1/models/{model}/events?after=x", "/models/{id}/events",
+     NULL, 400},
+    {"POST", "/api/v1/quote", "/quote",
+     "{\"duration_ms\":0,"
+     "\"instance_type\":\"cpu\"}",
+     400},
+};
+
+static void routes_match_schemas(void **state)
+{
+    static const char model_marker[] = "{model}";
+    struct problems p = {0};
+    char target[160];
+
+    (void)state;
+    assert_true(w.model_id > 0);
+    for (size_t i = 0; i < sizeof(shape_cases) / sizeof(shape_cases[0]); i++) {
+        const char *marker = strstr(shape_cases[i].target, model_marker);
+
+        if (marker != NULL)
+            snprintf(target, sizeof(target), "%.*s%" PRId64 "%s",
+                     (int)(marker - shape_cases[i].target),
+                     shape_cases[i].target, w.model_id,
+                     marker + sizeof(model_marker) - 1);
+        else
+            snprintf(target, sizeof(target), "%s", shape_cases[i].target);
+        request_and_check(shape_cases[i].method, target,
+                          shape_cases[i].path_template, shape_cases[i].body,
+                          shape_cases[i].status, &p);
+    }
+    assert_string_equal(p.text, "");
+}
+
 static void model_missing_matches_error(void **state)
 {
     struct problems p = {0};
@@ -982,6 +1036,7 @@ int main(void)
         cmocka_unit_test(model_create_error_matches),
         cmocka_unit_test(quote_matches_schema),
         cmocka_unit_test(events_match_schema),
+        cmocka_unit_test(routes_match_schemas),
         cmocka_unit_test(model_missing_matches_error),
         cmocka_unit_test(model_delete_matches_schema),
     };
