@@ -3,7 +3,8 @@
  * description with libyaml and compares it with the route table,
  * api_routes of gateway/routes.c. Every route must have an operation and
  * every operation a route. Each operation needs a 2xx response, error
- * responses of the shared Error schema, and a summary. The CSRF header,
+ * responses of the shared Error schema, and a summary, and every Error
+ * code must have an HTTP status in gateway/api.c. The CSRF header,
  * `security: []`, the JSON request body and the path parameters must be
  * declared exactly on the routes whose table entry requires them. The
  * second group starts the real backend and gateway on 127.0.0.1 and
@@ -28,6 +29,7 @@
 #include <string.h>
 #include <yaml.h>
 
+#include "../../gateway/api.h"
 #include "../../gateway/routes.h"
 #include "stack.h"
 
@@ -372,8 +374,18 @@ static void operations_have_success_response(void **state)
              pair < responses->data.mapping.pairs.top; pair++) {
             const char *code =
                 scalar_text(yaml_document_get_node(&doc, pair->key));
+            yaml_node_t *response =
+                resolve(yaml_document_get_node(&doc, pair->value));
+
             if (code != NULL && code[0] == '2')
                 found = 1;
+            if (scalar_text(map_get(response, "description")) == NULL)
+                problem_add(&p, "%s %s %s: response without a description",
+                            r->method, r->pattern, code ? code : "?");
+            if (code != NULL && code[0] == '2' && strcmp(code, "204") != 0 &&
+                map_get(response, "content") == NULL)
+                problem_add(&p, "%s %s %s: success response without content",
+                            r->method, r->pattern, code);
         }
         if (!found)
             problem_add(&p, "%s %s: no 2xx response", r->method, r->pattern);
@@ -412,6 +424,35 @@ static void error_responses_use_error_schema(void **state)
                             "Error schema",
                             r->method, r->pattern, code);
         }
+    }
+    assert_string_equal(p.text, "");
+}
+
+static void error_codes_have_statuses(void **state)
+{
+    yaml_node_t *codes =
+        map_get(map_get(map_get(map_get(resolve(ref_target(ERROR_SCHEMA_REF)),
+                                        "properties"),
+                                "error"),
+                        "properties"),
+                "code");
+    yaml_node_t *values = map_get(codes, "enum");
+    struct problems p = {0};
+
+    (void)state;
+    assert_true(seq_length(values) > 0);
+    /* api_status_for_code returns 500 for a code that its table lacks. */
+    for (size_t i = 0; i < seq_length(values); i++) {
+        const char *code = scalar_text(seq_item(values, i));
+
+        if (code == NULL)
+            problem_add(&p, "Error code %zu is not a string", i);
+        else if (strcmp(code, "internal") != 0 &&
+                 api_status_for_code(code) == 500)
+            problem_add(&p,
+                        "Error code '%s' is not in gateway/api.c's "
+                        "status table",
+                        code);
     }
     assert_string_equal(p.text, "");
 }
@@ -1022,6 +1063,7 @@ int main(void)
         cmocka_unit_test(spec_has_no_extra_operation),
         cmocka_unit_test(operations_have_success_response),
         cmocka_unit_test(error_responses_use_error_schema),
+        cmocka_unit_test(error_codes_have_statuses),
         cmocka_unit_test(csrf_routes_declare_header),
         cmocka_unit_test(public_routes_need_no_security),
         cmocka_unit_test(json_routes_declare_body),
