@@ -242,7 +242,7 @@ int main(int argc, char **argv)
                 "train_cpu: last step: box %.4f cls %.4f dfl %.4f, %d "
                 "positives, %d boxes\n",
                 b.loss.box, b.loss.cls, b.loss.dfl, b.loss.positives, nboxes);
-    printf("trainyard images/s %.0f\n", (double)n * batch / elapsed);
+    printf("trainyard images/s %.1f\n", (double)n * batch / elapsed);
 
     dev.ops->release(&dev.ctx, x);
     dev.ops->release(&dev.ctx, labels);
