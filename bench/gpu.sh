@@ -20,7 +20,7 @@
 #    classes) at 640x640, batch 16, with the YOLOv8 loss on 4 synthetic
 #    boxes per image. Each side trains on one random batch that stays on
 #    the GPU, in float32 (TF32 off on both sides), for BENCH_SECONDS after
-#    10 warm-up steps. Prints both figures and the ratio trainyard /
+#    10 warm-up steps (3 for the detector). Prints both figures and the ratio trainyard /
 #    pytorch for each network.
 #
 # Needs the CUDA toolkit with cuDNN 9 (nvcc in /usr/local/cuda/bin or on
@@ -35,7 +35,7 @@
 # less, and the script fails once the time is spent.
 # NOTE: this script has not run on a GPU yet. By estimate, the build takes
 # 1 to 3 minutes on 16 cores, the four test programs under 2 minutes and
-# the six benchmark runs about 20 s each (start-up, 10 warm-up steps and
+# the six benchmark runs about 20 s each (start-up, warm-up steps and
 # BENCH_SECONDS), about 5 minutes in all.
 set -euo pipefail
 

@@ -6,7 +6,9 @@
 # 320x320, batch 16, trained with the YOLOv8 loss on synthetic boxes.
 # Needs Debian's python3-torch for the PyTorch side; without it only our
 # figures are printed.
-#   bench/run-cpu.sh [batch] [threads] [seconds]
+#   bench/run-cpu.sh [batch] [threads] [seconds] [all|cls|det]
+# The last argument picks the classifier, the detector or both (default).
+# batch applies to the classifier only.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,15 @@ build=${BUILD:-build}
 batch=${1:-64}
 threads=${2:-2}
 seconds=${3:-10}
+networks=${4:-all}
+case $networks in
+all | cls | det) ;;
+*)
+    echo "bench/run-cpu.sh: invalid network choice '$networks'; use all," \
+         "cls or det" >&2
+    exit 2
+    ;;
+esac
 
 have_torch=0
 if /usr/bin/python3 -c 'import torch' 2>/dev/null; then
@@ -47,6 +58,10 @@ pair() {
                  else printf "%s ratio: none, PyTorch made no step\n", l }'
 }
 
-pair conv5-cls 28 "$batch" bench/conv5-cls.yaml 0 conv5-cls
-pair yolov8n 128 16 yolov8n.yaml 10 yolov8n
-pair yolov8n 320 16 yolov8n.yaml 10 yolov8n
+if [ "$networks" != det ]; then
+    pair conv5-cls 28 "$batch" bench/conv5-cls.yaml 0 conv5-cls
+fi
+if [ "$networks" != cls ]; then
+    pair yolov8n 128 16 yolov8n.yaml 10 yolov8n
+    pair yolov8n 320 16 yolov8n.yaml 10 yolov8n
+fi

@@ -26,7 +26,8 @@ Usage: /usr/bin/python3 bench/train_torch.py [batch] [threads] [seconds]
            [--device cpu|cuda] [--model conv5-cls|yolov8n-cls|yolov8n]
            [--imgsz N]
 Prints one line, "pytorch images/s N", and on standard error the
-parameter count and, for the detector, the loss of the last step.
+parameter count, the steps with their wall and CPU time and, for the
+detector, the loss of the last step.
 """
 import argparse
 import math
@@ -284,15 +285,23 @@ def main():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(10):
+    # Untimed steps as in bench/train_cpu.c: 3 for the detector, whose
+    # steps are long, 10 for the classifiers.
+    for _ in range(3 if detect else 10):
         step()
     sync()
     n, start = 0, time.perf_counter()
+    cpu_start = time.process_time()
     while time.perf_counter() - start < args.seconds:
         step()
         n += 1
     sync()
-    rate = n * args.batch / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    rate = n * args.batch / elapsed
+    print(f"train_torch.py: {n} steps in {elapsed:.1f} s, {cpu:.1f} CPU s: "
+          f"{n * args.batch / cpu:.2f} images per CPU second",
+          file=sys.stderr)
     if detect:
         print(f"train_torch.py: last step: box {last['box']:.4f} "
               f"cls {last['cls']:.4f} dfl {last['dfl']:.4f}, "
