@@ -63,10 +63,10 @@ struct bench {
 
 /* Fill boxes with BOXES_PER_IMAGE boxes for each image of an imgsz x imgsz
  * batch, sorted by image. Box k of an image has a width and a height of
- * imgsz * base[k] * (0.7 to 1.3, uniform), a uniform position that keeps
- * it inside the image, and a uniform class, so that each image has a
- * small, two middle-sized and a large box. bench/train_torch.py draws
- * its boxes by the same rule. */
+ * imgsz * base[k] * (0.7 to 1.3, uniform), so each image has a small, two
+ * middle-sized and a large box. Its position keeps it inside the image,
+ * and position and class are uniform. bench/train_torch.py draws its
+ * boxes by the same rule. */
 static void make_boxes(struct det_gt *boxes, int batch, int imgsz, int nc,
                        uint64_t seed)
 {
