@@ -44,7 +44,7 @@ CIOU_EPS = 1e-7
 
 
 def anchor_grid(img_h, img_w, strides, dtype=torch.float32, device="cpu"):
-    """Anchor points [anchors, 2] in grid units and each anchor's stride
+    """Return anchor points [anchors, 2] in grid units and each anchor's stride
     [anchors], level by level, row-major; a level's grid is ceil(img /
     stride)."""
     points, stride_of = [], []
@@ -88,9 +88,9 @@ def ciou(a, b, alpha_constant):
 
 
 def decode(dist_logits, points):
-    """Boxes [batch, anchors, 4] in grid units from the distribution
-    logits [batch, 4 * REG_MAX, anchors]: the softmax expectation of each
-    side's distance around the anchor point."""
+    """Decode boxes [batch, anchors, 4] in grid units from the
+    distribution logits [batch, 4 * REG_MAX, anchors], with the softmax
+    expectation of each side's distance around the anchor point."""
     batch = dist_logits.shape[0]
     prob = dist_logits.reshape(batch, 4, REG_MAX, -1).softmax(2)
     bins = torch.arange(REG_MAX, dtype=dist_logits.dtype,
@@ -101,7 +101,7 @@ def decode(dist_logits, points):
 
 
 def pad_boxes(gts_by_image, dtype, device):
-    """Boxes of each image as tensors padded to the most boxes of an image:
+    """Pad the boxes of each image to the most boxes of an image, giving
     classes [batch, g] (int64), boxes [batch, g, 4] in pixels and a
     validity mask [batch, g]. gts_by_image[b] lists (class, (x1, y1, x2,
     y2)) of image b."""
@@ -120,7 +120,7 @@ def pad_boxes(gts_by_image, dtype, device):
 
 @torch.no_grad()
 def assign(cls_logits, boxes_px, points_px, gt_cls, gt_boxes, gt_valid):
-    """Task-aligned assignment of a batch. cls_logits [batch, nc, anchors],
+    """Assign anchors to boxes (task-aligned) for a batch. cls_logits [batch, nc, anchors],
     boxes_px [batch, anchors, 4] the decoded boxes in pixels, points_px
     [anchors, 2]. Returns per anchor the index of its box ([batch,
     anchors], -1: negative) and the soft target of that box's class
@@ -167,8 +167,8 @@ def assign(cls_logits, boxes_px, points_px, gt_cls, gt_boxes, gt_valid):
 
 
 def det_loss(pred, gt_cls, gt_boxes, gt_valid, points, stride_of):
-    """Loss parts (after gains, as tensors), the total that is
-    differentiated and the number of positives, for pred [batch, 4 *
+    """Compute the loss parts (after gains, as tensors), the total that
+    is differentiated and the number of positives, for pred [batch, 4 *
     REG_MAX + nc, anchors] against the padded boxes of pad_boxes."""
     batch, _, anchors = pred.shape
     dist_logits = pred[:, :4 * REG_MAX]

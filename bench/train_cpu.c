@@ -21,8 +21,8 @@
  * model file's nc). device is cpu or a CUDA device number; a CUDA device
  * needs a build with nvcc, whose Makefile links this program with the
  * CUDA kernels. Prints one line, "trainyard images/s N", and on standard
- * error the parameter count, the steps with their wall and CPU time and,
- * for a detector, the loss of the last step. Images per CPU second vary
+ * error the parameter count, on the CPU the steps with their wall and CPU
+ * time, and for a detector the loss of the last step. Images per CPU second vary
  * less than images/s on a shared machine, but they include the time the
  * threads spin at barriers.
  *
@@ -261,8 +261,11 @@ int main(int argc, char **argv)
                 "train_cpu: last step: box %.4f cls %.4f dfl %.4f, %d "
                 "positives, %d boxes\n",
                 b.loss.box, b.loss.cls, b.loss.dfl, b.loss.positives, nboxes);
-    fprintf(stderr, "train_cpu: %ld steps in %.1f s, %.1f CPU s: %.2f images "
-            "per CPU second\n", n, elapsed, cpu, (double)n * batch / cpu);
+    if (dev.cuda_index < 0 && cpu > 0)
+        fprintf(stderr,
+                "train_cpu: %ld steps in %.1f s, %.1f CPU s: %.2f images per "
+                "CPU second\n",
+                n, elapsed, cpu, (double)n * batch / cpu);
     printf("trainyard images/s %.1f\n", (double)n * batch / elapsed);
 
     dev.ops->release(&dev.ctx, x);

@@ -26,8 +26,8 @@ Usage: /usr/bin/python3 bench/train_torch.py [batch] [threads] [seconds]
            [--device cpu|cuda] [--model conv5-cls|yolov8n-cls|yolov8n]
            [--imgsz N]
 Prints one line, "pytorch images/s N", and on standard error the
-parameter count, the steps with their wall and CPU time and, for the
-detector, the loss of the last step.
+parameter count, on the CPU the steps with their wall and CPU time, and
+for the detector the loss of the last step.
 """
 import argparse
 import math
@@ -203,8 +203,8 @@ def yolov8n_det():
 
 
 def make_boxes(batch, imgsz, nc, seed):
-    """Four boxes per image for an imgsz x imgsz batch, as (class, (x1,
-    y1, x2, y2)) lists by image. Box k has a width and a height of imgsz *
+    """Draw four boxes per image for an imgsz x imgsz batch, as (class,
+    (x1, y1, x2, y2)) lists by image. Box k has a width and a height of imgsz *
     (0.08, 0.16, 0.32, 0.64)[k] * (0.7 to 1.3, uniform), a uniform position
     that keeps it inside the image and a uniform class."""
     g = torch.Generator().manual_seed(seed)
@@ -299,9 +299,10 @@ def main():
     elapsed = time.perf_counter() - start
     cpu = time.process_time() - cpu_start
     rate = n * args.batch / elapsed
-    print(f"train_torch.py: {n} steps in {elapsed:.1f} s, {cpu:.1f} CPU s: "
-          f"{n * args.batch / cpu:.2f} images per CPU second",
-          file=sys.stderr)
+    if device.type == "cpu":
+        print(f"train_torch.py: {n} steps in {elapsed:.1f} s, {cpu:.1f} "
+              f"CPU s: {n * args.batch / max(cpu, 1e-9):.2f} images per CPU "
+              "second", file=sys.stderr)
     if detect:
         print(f"train_torch.py: last step: box {last['box']:.4f} "
               f"cls {last['cls']:.4f} dfl {last['dfl']:.4f}, "
