@@ -9,7 +9,10 @@
  * yolov8n.yaml ... yolov8x.yaml for detection), because the name goes to
  * the train program as model=, where a path would let a user make it read
  * any file. The architecture's task must be the data set's. Another
- * account's data set or model gets a not_found error.
+ * account's data set or model gets a not_found error. A model may name
+ * another of the account's models of the same task as from_model, once
+ * that one has a checkpoint; the launch then finds the file from the
+ * database (sessions_model_weights), never from the request.
  *
  * "Pay now" for timed training charges the card for exactly the price as
  * a top-up and spends it at once from the balance, so the ledger shows
