@@ -2,11 +2,11 @@
  * The Train Model dialog, a modal <dialog> in three steps:
  *   1. the data set (ready ones only);
  *   2. the model: name, the task of the data set, the architecture and
- *      scale for that task, where its weights start (scratch, or one of
- *      the user's models of that task that has weights, sent as
- *      from_model), epochs, image size, batch, and an Advanced section
- *      with the other training arguments (train_args.h). Next creates
- *      the model with POST /models;
+ *      scale for that task, epochs, image size, batch, and an Advanced
+ *      section with the other training arguments (train_args.h). A
+ *      "Start from" select picks scratch or one of the user's models of
+ *      that task that has weights, sent as from_model. Next creates the
+ *      model with POST /models;
  *   3. training: Epochs or Timed, the instance type with its price per
  *      hour, the payment (the balance, or pay now by card for timed
  *      training), the exact price of timed training from POST /quote, the
