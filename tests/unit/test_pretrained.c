@@ -1,7 +1,9 @@
-/* Tests of pretrained= weight copying: a checkpoint of the same model
- * copies every tensor, one with another class count skips the classifier,
- * and a checkpoint of another task, a file that is not a checkpoint, and
- * a checkpoint with no matching tensor are rejected. */
+/* Tests of pretrained= weight copying. A checkpoint of the same model
+ * copies every tensor. One with another class count skips the tensors
+ * whose size depends on it: the classifier, or the last conv of each
+ * Detect class branch. A checkpoint of another task, a file that is not
+ * a checkpoint, and a checkpoint without a matching tensor are
+ * rejected. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,16 +30,22 @@ struct model {
     struct kctx ctx;
 };
 
-static void build(struct model *m, int classes, uint64_t seed)
+static void build_model(struct model *m, const char *file, int classes,
+                        uint64_t seed)
 {
     struct error err = {0};
 
     cpu_kctx_init(&m->ctx, 1);
-    if (model_spec_load(MODEL, "", classes, &m->spec, &err) != 0)
+    if (model_spec_load(file, "", classes, &m->spec, &err) != 0)
         fail_msg("%s", err.msg);
     if (net_build(&m->net, &m->spec, IMGSZ, IMGSZ, 1, seed, &m->ctx,
                   &err) != 0)
         fail_msg("%s", err.msg);
+}
+
+static void build(struct model *m, int classes, uint64_t seed)
+{
+    build_model(m, MODEL, classes, seed);
 }
 
 static void release(struct model *m)
@@ -147,6 +155,40 @@ static void skips_other_class_count(void **state)
     harness_rmtree(dir);
 }
 
+/* In Detect, only the last conv of each level's class branch has nc
+ * output channels: its weight and bias at each of the 3 levels are
+ * skipped, and the box branches and the backbone are copied. */
+static void skips_detect_class_convs(void **state)
+{
+    struct model from, to;
+    struct pretrained_result copied;
+    struct error err = {0};
+    char dir[256], path[320];
+
+    (void)state;
+    harness_tmpdir(dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/detect.ckpt", dir);
+    build_model(&from, "yolov8n.yaml", 10, 1);
+    write_checkpoint(&from, "detect", path);
+    build_model(&to, "yolov8n.yaml", 2, 2);
+
+    assert_int_equal(pretrained_load(path, &to.net, "detect", &copied,
+                                     &err),
+                     0);
+    assert_int_equal(copied.skipped, 6);
+    assert_int_equal(copied.copied, to.net.nparams + to.net.nbuffers - 6);
+    for (int i = 0; i < to.net.nparams; i++) {
+        const struct param *p = &to.net.params[i];
+        if (p->n != from.net.params[i].n)
+            assert_true(p->data[0] != 1000.0f + (float)i);
+        else
+            assert_true(p->data[0] == 1000.0f + (float)i);
+    }
+    release(&from);
+    release(&to);
+    harness_rmtree(dir);
+}
+
 static void rejects_other_task(void **state)
 {
     struct model from, to;
@@ -239,6 +281,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(copies_matching_model),
         cmocka_unit_test(skips_other_class_count),
+        cmocka_unit_test(skips_detect_class_convs),
         cmocka_unit_test(rejects_other_task),
         cmocka_unit_test(rejects_bad_file),
         cmocka_unit_test(rejects_no_match),
