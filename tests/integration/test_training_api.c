@@ -644,8 +644,8 @@ int main(void)
         cmocka_unit_test(other_accounts_model_not_found),
         cmocka_unit_test(stop_then_resume),
         cmocka_unit_test(timed_price_quoted_exactly),
-        cmocka_unit_test(backend_killed_before_charge),
         cmocka_unit_test(starts_from_own_model),
+        cmocka_unit_test(backend_killed_before_charge),
         cmocka_unit_test(bad_requests_rejected),
     };
     return cmocka_run_group_tests_name("training_api", tests, setup,
