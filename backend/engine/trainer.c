@@ -39,6 +39,7 @@
 #include "engine/events.h"
 #include "engine/net.h"
 #include "engine/optim.h"
+#include "engine/pretrained.h"
 #include "engine/rng.h"
 #include "fsutil.h"
 #include "log.h"
@@ -283,6 +284,16 @@ static int setup(struct run *r, struct checkpoint *ck, struct error *err)
         r->st = ck->state;
         r->opt = ck->opt;
     } else {
+        /* A resume takes every tensor from its own checkpoint, so
+         * pretrained=, which the checkpoint's arguments keep, applies
+         * only here, to a run that starts at epoch 0. */
+        if (a->pretrained[0] != '\0') {
+            struct pretrained_result copied;
+            rc = pretrained_load(a->pretrained, &r->net, r->spec.task,
+                                 &copied, err);
+            if (rc != 0)
+                return rc;
+        }
         rc = optim_init(&r->opt, a, r->ntrain, r->spec.classes, r->batches,
                         err);
         if (rc != 0)
