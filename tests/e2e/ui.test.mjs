@@ -188,7 +188,7 @@ function setUpDemo() {
       .exec(text);
     if (!m || m[1] !== account.email)
       throw new Error(`credentials.txt has no ${label} account line for ` +
-        `${account.email}: ${text}`);
+        `${account.email}; see ${data}/credentials.txt`);
     account.password = m[2];
   }
   run('sqlite3', [path.join(data, 'trainyard.db'),
@@ -567,6 +567,11 @@ async function testTraining(page, eventPolls, liveFrames) {
     (await page.textContent('#m-left')) === 'Epochs left: 0');
   check('loss chart drawn', (await inkedPixels(page, 'chart-loss')) > 500);
   check('accuracy chart drawn', (await inkedPixels(page, 'chart-acc')) > 500);
+  const accuracy = await chartLatest(page, 'chart-acc');
+  check('accuracy line gives epoch 3', accuracy?.epoch === 3 &&
+    Object.keys(accuracy.values).join() === 'top-1,top-5' &&
+    accuracy.values['top-1'] >= 0 && accuracy.values['top-1'] <= 1,
+  JSON.stringify(accuracy));
   check('stop disabled after completion',
     await page.isDisabled('#m-stop'));
   const actionError = await page.textContent('#m-error');
@@ -740,9 +745,10 @@ async function testLive(page, context) {
     === 'Live updates: connected.');
   await page.fill('#m-epochs-input', '4');
   await page.click('#m-start');
+  // An epoch of 60 images took 27 s at a load average of 28.
   await page.waitForFunction(() => /^Epochs done: [1-9]/.test(
     document.getElementById('m-epochs')?.textContent), null,
-  { timeout: 30000 });
+  { timeout: 60000 });
 
   process.kill(-servers.gateway.pid, 'SIGKILL');
   await page.waitForFunction(() =>
@@ -1115,6 +1121,9 @@ async function testDetect(page, client) {
     '#bill-total', 'data-rows')) === String(prior));
   await page.screenshot({ path: path.join(shots, 'model-detect.png'),
     fullPage: true });
+  const speed = await page.textContent('#m-speed');
+  check('detector speed shown', /^Speed: \d+ images\/s\. Time left: /
+    .test(speed), `got "${speed}"`);
   const run = await page.evaluate(() => {
     const bar = document.getElementById('m-run-bar');
     return { value: bar.value, max: bar.max };
