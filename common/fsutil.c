@@ -1,13 +1,18 @@
 #include "fsutil.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "log.h"
 
 int fs_mkdir_p(const char *path, mode_t mode, struct error *err)
 {
@@ -159,4 +164,57 @@ int fs_write_atomic(const char *path, const void *data, size_t len,
         return error_errno(err, e, "cannot rename '%s' to '%s'", tmp, path);
     }
     return fs_sync_parent(path, err);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag,
+                        struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path) == 0 ? 0 : errno;
+}
+
+int fs_remove_tree(const char *path)
+{
+    int rc = nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS);
+
+    return rc == -1 ? errno : rc;
+}
+
+void fs_remove_stale_partials(const char *parent, const char *base,
+                              const char *who)
+{
+    char prefix[NAME_MAX + 16];
+    size_t prefix_len;
+    struct dirent *entry;
+    DIR *dir = opendir(parent);
+
+    if (dir == NULL)
+        return;
+    prefix_len = (size_t)snprintf(prefix, sizeof(prefix), "%s.partial-",
+                                  base);
+    while ((entry = readdir(dir)) != NULL) {
+        char path[PATH_MAX];
+        char *end;
+        long pid;
+        int rc;
+
+        if (strncmp(entry->d_name, prefix, prefix_len) != 0)
+            continue;
+        pid = strtol(entry->d_name + prefix_len, &end, 10);
+        if (*end != '\0' || pid <= 0 || pid == (long)getpid())
+            continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue; /* that writer may still run */
+        if (snprintf(path, sizeof(path), "%s/%s", parent, entry->d_name) >=
+            (int)sizeof(path))
+            continue;
+        log_warn("%s: removing '%s' left by an interrupted run (pid %ld)",
+                 who, path, pid);
+        rc = fs_remove_tree(path);
+        if (rc != 0)
+            log_warn("%s: cannot remove '%s': %s", who, path, strerror(rc));
+    }
+    closedir(dir);
 }

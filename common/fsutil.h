@@ -25,4 +25,15 @@ int fs_write_atomic(const char *path, const void *data, size_t len,
 /* fsync the folder that contains path. */
 int fs_sync_parent(const char *path, struct error *err);
 
+/* Delete a folder and everything in it, without following symbolic
+ * links. Returns 0 or an errno value. */
+int fs_remove_tree(const char *path);
+
+/* Delete the "BASE.partial-PID" folders in parent whose process no longer
+ * runs: what writers that build a folder under a temporary name and
+ * rename it leave when they are killed. Each removal is logged as a
+ * warning that starts with who ("fmnist import", say). */
+void fs_remove_stale_partials(const char *parent, const char *base,
+                              const char *who);
+
 #endif

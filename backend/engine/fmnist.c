@@ -9,13 +9,10 @@
  */
 #include "fmnist.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,61 +245,6 @@ int fmnist_read(const char *dir, enum fmnist_split split, size_t limit,
  * Import
  */
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-                        struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path) == 0 ? 0 : errno;
-}
-
-/* Delete a folder and everything in it. Returns 0 or an errno value. */
-static int remove_tree(const char *path)
-{
-    int rc = nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS);
-
-    return rc == -1 ? errno : rc;
-}
-
-/* Remove "BASE.partial-PID" folders next to out_dir whose process no
- * longer runs; they are left by imports that were killed. */
-static void remove_stale_partials(const char *parent, const char *base)
-{
-    char prefix[NAME_MAX + 16];
-    size_t prefix_len;
-    struct dirent *entry;
-    DIR *dir = opendir(parent);
-
-    if (dir == NULL)
-        return;
-    prefix_len = (size_t)snprintf(prefix, sizeof(prefix), "%s.partial-",
-                                  base);
-    while ((entry = readdir(dir)) != NULL) {
-        char path[PATH_MAX];
-        char *end;
-        long pid;
-        int rc;
-
-        if (strncmp(entry->d_name, prefix, prefix_len) != 0)
-            continue;
-        pid = strtol(entry->d_name + prefix_len, &end, 10);
-        if (*end != '\0' || pid <= 0 || pid == (long)getpid())
-            continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
-            continue; /* that import may still run */
-        if (snprintf(path, sizeof(path), "%s/%s", parent, entry->d_name) >=
-            (int)sizeof(path))
-            continue;
-        log_warn("fmnist import: removing '%s' left by an interrupted "
-                 "import (pid %ld)", path, pid);
-        rc = remove_tree(path);
-        if (rc != 0)
-            log_warn("fmnist import: cannot remove '%s': %s", path,
-                     strerror(rc));
-    }
-    closedir(dir);
-}
 
 static int write_split(const char *root, const char *split,
                        const struct fmnist_set *set, struct error *err)
@@ -376,7 +318,7 @@ static int write_dataset(const char *out_dir, const struct fmnist_set *train,
     rc = fs_mkdir_p(parent, 0755, err);
     if (rc != 0)
         return rc;
-    remove_stale_partials(parent, base);
+    fs_remove_stale_partials(parent, base, "fmnist import");
 
     if (snprintf(partial, sizeof(partial), "%s.partial-%ld", out_dir,
                  (long)getpid()) >= (int)sizeof(partial))
@@ -396,7 +338,7 @@ static int write_dataset(const char *out_dir, const struct fmnist_set *train,
     if (rc == 0)
         rc = fs_sync_parent(out_dir, err);
     if (rc != 0) {
-        int remove_rc = remove_tree(partial);
+        int remove_rc = fs_remove_tree(partial);
 
         if (remove_rc != 0)
             log_warn("fmnist import: cannot remove '%s': %s", partial,

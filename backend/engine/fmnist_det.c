@@ -9,13 +9,10 @@
  */
 #include "fmnist_det.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <libgen.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -225,57 +222,6 @@ int fmnist_det_render(const struct fmnist_set *set, uint64_t seed,
  * Writing the data set
  */
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-                        struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    return remove(path) == 0 ? 0 : errno;
-}
-
-static int remove_tree(const char *path)
-{
-    int rc = nftw(path, remove_entry, 32, FTW_DEPTH | FTW_PHYS);
-
-    return rc == -1 ? errno : rc;
-}
-
-/* Remove "BASE.partial-PID" folders next to the output whose process no
- * longer runs, left by killed runs. */
-static void remove_stale_partials(const char *parent, const char *base)
-{
-    char prefix[NAME_MAX + 16];
-    size_t prefix_len;
-    struct dirent *entry;
-    DIR *dir = opendir(parent);
-
-    if (dir == NULL)
-        return;
-    prefix_len = (size_t)snprintf(prefix, sizeof(prefix), "%s.partial-",
-                                  base);
-    while ((entry = readdir(dir)) != NULL) {
-        char path[PATH_MAX];
-        char *end;
-        long pid;
-
-        if (strncmp(entry->d_name, prefix, prefix_len) != 0)
-            continue;
-        pid = strtol(entry->d_name + prefix_len, &end, 10);
-        if (*end != '\0' || pid <= 0 || pid == (long)getpid())
-            continue;
-        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH)
-            continue;
-        if (snprintf(path, sizeof(path), "%s/%s", parent, entry->d_name) >=
-            (int)sizeof(path))
-            continue;
-        log_warn("fmnist scenes: removing '%s' left by an interrupted run "
-                 "(pid %ld)", path, pid);
-        if (remove_tree(path) != 0)
-            log_warn("fmnist scenes: cannot remove '%s'", path);
-    }
-    closedir(dir);
-}
 
 /* Format a path into buf of PATH_MAX bytes. Returns 0, or
  * -ENAMETOOLONG with err set. */
@@ -431,7 +377,8 @@ static int write_dataset(const char *out_dir, const struct fmnist_set *train,
     if (rc != 0)
         return rc;
     snprintf(parent_copy, sizeof(parent_copy), "%s", out_dir);
-    remove_stale_partials(dirname(parent_copy), basename(base_copy));
+    fs_remove_stale_partials(dirname(parent_copy), basename(base_copy),
+                             "fmnist scenes");
     if (snprintf(partial, sizeof(partial), "%s.partial-%ld", out_dir,
                  (long)getpid()) >= (int)sizeof(partial))
         return error_set(err, -ENAMETOOLONG, "output folder path '%s' is "
@@ -453,7 +400,7 @@ static int write_dataset(const char *out_dir, const struct fmnist_set *train,
         rc = publish(partial, out_dir, err);
     if (rc == 0)
         rc = fs_sync_parent(out_dir, err);
-    if (rc != 0 && remove_tree(partial) != 0)
+    if (rc != 0 && fs_remove_tree(partial) != 0)
         log_warn("fmnist scenes: cannot remove '%s'", partial);
     return rc;
 }
