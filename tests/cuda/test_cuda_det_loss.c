@@ -32,112 +32,9 @@
 #include <string.h>
 
 #include "cuda/kernels_cuda.h"
+#include "cuda_test.h"
 #include "detect.h"
 #include "kernels.h"
-
-static struct kctx cpu_ctx;
-static struct kctx gpu_ctx;
-static int gpu_ready;
-static char no_gpu_reason[256];
-static char gpu_init_error[ERROR_MSG_MAX];
-
-/* ---- Random numbers ----------------------------------------------------- */
-
-static uint64_t rng_state;
-
-/* splitmix64 */
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [lo, hi), from 24 random bits. */
-static float rng_uniform(float lo, float hi)
-{
-    float unit = (float)(rng_next() >> 40) / 16777216.0f;
-
-    return lo + (hi - lo) * unit;
-}
-
-/* ---- Setup and device helpers ------------------------------------------- */
-
-static int group_setup(void **state)
-{
-    struct error err = {0};
-
-    (void)state;
-    cpu_kctx_init(&cpu_ctx, 0);
-    if (cuda_device_count(no_gpu_reason, sizeof(no_gpu_reason)) == 0)
-        return 0;
-    /* NOTE: device 0 only; pick another with CUDA_VISIBLE_DEVICES. */
-    if (cuda_kctx_init(&gpu_ctx, 0, &err) != 0) {
-        snprintf(gpu_init_error, sizeof(gpu_init_error), "%s", err.msg);
-        return 0;
-    }
-    gpu_ready = 1;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    if (gpu_ready)
-        cuda_kctx_free(&gpu_ctx);
-    cpu_kctx_free(&cpu_ctx);
-    return 0;
-}
-
-/* Skip the test without a usable device; fail it when a device exists
- * but its context could not be created. */
-static void require_gpu(void)
-{
-    if (gpu_init_error[0] != '\0')
-        fail_msg("a CUDA device exists, but cuda_kctx_init(0) failed: %s",
-                 gpu_init_error);
-    if (!gpu_ready) {
-        printf("SKIP cuda: no usable CUDA device (%s)\n", no_gpu_reason);
-        fflush(stdout);
-        skip();
-    }
-}
-
-static float *gpu_floats(size_t n)
-{
-    struct error err = {0};
-    void *ptr = NULL;
-
-    if (cuda_malloc(&gpu_ctx, &ptr, sizeof(float) * n, &err) != 0)
-        fail_msg("cuda_malloc(%zu floats): %s", n, err.msg);
-    return ptr;
-}
-
-static void gpu_upload(void *dst, const void *src, size_t bytes)
-{
-    struct error err = {0};
-
-    if (cuda_memcpy_h2d(&gpu_ctx, dst, src, bytes, &err) != 0)
-        fail_msg("cuda_memcpy_h2d(%zu): %s", bytes, err.msg);
-}
-
-static void gpu_download(void *dst, const void *src, size_t bytes)
-{
-    struct error err = {0};
-
-    if (cuda_memcpy_d2h(&gpu_ctx, dst, src, bytes, &err) != 0)
-        fail_msg("cuda_memcpy_d2h(%zu): %s", bytes, err.msg);
-}
-
-static float *host_floats(size_t n)
-{
-    float *x = calloc(n > 0 ? n : 1, sizeof(float));
-
-    assert_non_null(x);
-    return x;
-}
 
 /* ---- Cases --------------------------------------------------------------- */
 
@@ -171,7 +68,7 @@ static void make_input(const struct loss_case *c, struct loss_input *in)
 
     assert_int_equal(
         det_layout_init(&in->l, c->nc, c->img, c->img, strides, c->nlevels), 0);
-    rng_state = c->seed;
+    rng_seed(c->seed);
     in->n = (size_t)c->batch * det_outputs(&in->l) * in->l.anchors;
     in->pred = host_floats(in->n);
     for (size_t i = 0; i < in->n; i++) {
@@ -261,8 +158,8 @@ static void det_loss_matches_cpu(void **state)
         make_input(c, &in);
         float *dpred_cpu = host_floats(in.n);
         float *dpred_gpu = host_floats(in.n);
-        float *d_pred = gpu_floats(in.n);
-        float *d_dpred = gpu_floats(in.n);
+        float *d_pred = gpu_alloc(in.n * sizeof(float));
+        float *d_dpred = gpu_alloc(in.n * sizeof(float));
 
         gpu_upload(d_pred, in.pred, sizeof(float) * in.n);
         assert_int_equal(cpu_det_loss_forward_backward(
@@ -302,8 +199,8 @@ static void det_loss_without_boxes(void **state)
     make_input(&cases[1], &in);
     float *dpred_cpu = host_floats(in.n);
     float *dpred_gpu = host_floats(in.n);
-    float *d_pred = gpu_floats(in.n);
-    float *d_dpred = gpu_floats(in.n);
+    float *d_pred = gpu_alloc(in.n * sizeof(float));
+    float *d_dpred = gpu_alloc(in.n * sizeof(float));
 
     gpu_upload(d_pred, in.pred, sizeof(float) * in.n);
     assert_int_equal(cpu_det_loss_forward_backward(&cpu_ctx, &in.l, &cfg, 4,
@@ -338,8 +235,8 @@ static void det_loss_repeats_exactly(void **state)
 
     make_input(&cases[1], &in);
     float *dpred[2] = {host_floats(in.n), host_floats(in.n)};
-    float *d_pred = gpu_floats(in.n);
-    float *d_dpred = gpu_floats(in.n);
+    float *d_pred = gpu_alloc(in.n * sizeof(float));
+    float *d_dpred = gpu_alloc(in.n * sizeof(float));
 
     gpu_upload(d_pred, in.pred, sizeof(float) * in.n);
     assert_int_equal(cuda_det_loss_forward_backward(&gpu_ctx, &in.l, &cfg, 4,

@@ -21,71 +21,9 @@
 #include <string.h>
 
 #include "cuda/kernels_cuda.h"
+#include "cuda_test.h"
 #include "detect.h"
 
-static struct kctx cpu_ctx;
-static struct kctx gpu_ctx;
-static int gpu_ready;
-static char no_gpu_reason[256];
-static char gpu_init_error[ERROR_MSG_MAX];
-
-static uint64_t rng_state;
-
-/* splitmix64 */
-static uint64_t rng_next(void)
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-/* Uniform in [lo, hi), from 24 random bits. */
-static float rng_uniform(float lo, float hi)
-{
-    return lo + (hi - lo) * ((float)(rng_next() >> 40) / 16777216.0f);
-}
-
-static int group_setup(void **state)
-{
-    struct error err = {0};
-
-    (void)state;
-    cpu_kctx_init(&cpu_ctx, 0);
-    if (cuda_device_count(no_gpu_reason, sizeof(no_gpu_reason)) == 0)
-        return 0;
-    /* NOTE: device 0 only; pick another with CUDA_VISIBLE_DEVICES. */
-    if (cuda_kctx_init(&gpu_ctx, 0, &err) != 0) {
-        snprintf(gpu_init_error, sizeof(gpu_init_error), "%s", err.msg);
-        return 0;
-    }
-    gpu_ready = 1;
-    return 0;
-}
-
-static int group_teardown(void **state)
-{
-    (void)state;
-    if (gpu_ready)
-        cuda_kctx_free(&gpu_ctx);
-    cpu_kctx_free(&cpu_ctx);
-    return 0;
-}
-
-/* Skip the test without a usable device; fail it when a device exists
- * but its context could not be created. */
-static void require_gpu(void)
-{
-    if (gpu_init_error[0] != '\0')
-        fail_msg("a CUDA device exists, but cuda_kctx_init(0) failed: %s",
-                 gpu_init_error);
-    if (!gpu_ready) {
-        printf("SKIP cuda: no usable CUDA device (%s)\n", no_gpu_reason);
-        fflush(stdout);
-        skip();
-    }
-}
 
 /* A random head output: box logits in [-4, 4], class logits in
  * [class_lo, class_hi]. Image `empty` (or -1 for none) gets class logits
@@ -98,7 +36,7 @@ static float *random_head(const struct det_layout *l, int batch,
     float *pred = malloc((size_t)batch * no * A * sizeof(float));
 
     assert_non_null(pred);
-    rng_state = seed;
+    rng_seed(seed);
     for (int i = 0; i < batch; i++) {
         float *p = pred + (size_t)i * no * A;
         for (size_t k = 0; k < 64 * A; k++)
