@@ -8,11 +8,14 @@
  *   - the Fashion-MNIST sample data set (Debian's dataset-fashion-mnist
  *     written in the classification layout under DATA/datasets/) for
  *     every account,
+ *   - the Fashion-MNIST detection scenes (fmnist_det.h: 2,000 train and
+ *     500 val scenes, seed 0) as a second sample, task detect,
  *
  * with random passwords, and writes the sign-in details to
  * DATA/credentials.txt (mode 0600) and standard output. On a folder that
- * has accounts it changes nothing and prints the saved file again, so the
- * passwords are shown at every start without being stored anywhere else.
+ * has accounts it only adds the detection scenes when they are missing,
+ * and prints the saved file again, so the passwords are shown at every
+ * start without being stored anywhere else.
  */
 #include "demo.h"
 
@@ -31,6 +34,7 @@
 #include "config.h"
 #include "embedded.h"
 #include "engine/fmnist.h"
+#include "engine/fmnist_det.h"
 #include "fsutil.h"
 #include "ledger.h"
 #include "log.h"
@@ -41,6 +45,7 @@
 #define DEMO_EMAIL "demo@trainyard.local"
 #define DEMO_CREDIT (25 * MICRO_PER_DOLLAR)
 #define SAMPLE_FOLDER "datasets/fashion-mnist"
+#define DETECT_SAMPLE_FOLDER "datasets/fashion-mnist-detect"
 
 /* 16 random characters from an alphabet without look-alikes. */
 static void random_password(char out[17])
@@ -95,25 +100,87 @@ static int import_sample(const char *data_dir, struct error *err)
     return fmnist_import(path, NULL, err);
 }
 
-static int register_sample(struct store *st, struct error *err)
+/* Generate the Fashion-MNIST detection scenes unless they are there;
+ * the generator also writes a partial folder and renames it. */
+static int generate_detect_sample(const char *data_dir, struct error *err)
+{
+    char path[PATH_MAX];
+    struct stat sb;
+
+    snprintf(path, sizeof(path), "%s/%s", data_dir, DETECT_SAMPLE_FOLDER);
+    if (stat(path, &sb) == 0)
+        return 0;
+    printf("Writing the Fashion-MNIST detection scenes to %s ...\n", path);
+    fflush(stdout);
+    return fmnist_det_generate(path, NULL, err);
+}
+
+static int insert_sample(struct store *st, const char *name,
+                         const char *task, const char *folder, int images,
+                         struct error *err)
 {
     sqlite3_stmt *stmt;
     int rc = 0;
 
     if (sqlite3_prepare_v2(st->db,
                            "INSERT INTO datasets(account_id, name, task, "
-                           "path, images, created_at) VALUES (NULL, "
-                           "'Fashion-MNIST', 'classify', ?1, ?2, ?3)",
+                           "path, images, created_at) VALUES (NULL, ?4, "
+                           "?5, ?1, ?2, ?3)",
                            -1, &stmt, NULL) != SQLITE_OK)
-        return error_set(err, -EIO, "cannot register the sample: %s",
-                         sqlite3_errmsg(st->db));
-    sqlite3_bind_text(stmt, 1, SAMPLE_FOLDER, -1, SQLITE_STATIC);
-    sqlite3_bind_int(stmt, 2, FMNIST_TRAIN_COUNT + FMNIST_TEST_COUNT);
+        return error_set(err, -EIO, "cannot register the sample '%s': %s",
+                         name, sqlite3_errmsg(st->db));
+    sqlite3_bind_text(stmt, 1, folder, -1, SQLITE_STATIC);
+    sqlite3_bind_int(stmt, 2, images);
     sqlite3_bind_int64(stmt, 3, clock_realtime_ms());
+    sqlite3_bind_text(stmt, 4, name, -1, SQLITE_STATIC);
+    sqlite3_bind_text(stmt, 5, task, -1, SQLITE_STATIC);
     if (sqlite3_step(stmt) != SQLITE_DONE)
-        rc = error_set(err, -EIO, "cannot register the sample: %s",
-                       sqlite3_errmsg(st->db));
+        rc = error_set(err, -EIO, "cannot register the sample '%s': %s",
+                       name, sqlite3_errmsg(st->db));
     sqlite3_finalize(stmt);
+    return rc;
+}
+
+static int register_sample(struct store *st, struct error *err)
+{
+    int rc = insert_sample(st, "Fashion-MNIST", "classify", SAMPLE_FOLDER,
+                           FMNIST_TRAIN_COUNT + FMNIST_TEST_COUNT, err);
+
+    if (rc == 0)
+        rc = insert_sample(st, "Fashion-MNIST scenes", "detect",
+                           DETECT_SAMPLE_FOLDER,
+                           FMNIST_DET_DEFAULT_TRAIN + FMNIST_DET_DEFAULT_VAL,
+                           err);
+    return rc;
+}
+
+/* On a data folder set up before the detection sample existed, add it:
+ * generate the scenes and register them unless a row names them. */
+static int ensure_detect_sample(struct store *st, const char *data_dir,
+                                struct error *err)
+{
+    sqlite3_stmt *stmt;
+    int64_t rows = 0;
+    int rc;
+
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT COUNT(*) FROM datasets WHERE path = ?1 "
+                           "AND account_id IS NULL",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return error_set(err, -EIO, "cannot look up the samples: %s",
+                         sqlite3_errmsg(st->db));
+    sqlite3_bind_text(stmt, 1, DETECT_SAMPLE_FOLDER, -1, SQLITE_STATIC);
+    if (sqlite3_step(stmt) == SQLITE_ROW)
+        rows = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    if (rows > 0)
+        return 0;
+    rc = generate_detect_sample(data_dir, err);
+    if (rc == 0)
+        rc = insert_sample(st, "Fashion-MNIST scenes", "detect",
+                           DETECT_SAMPLE_FOLDER,
+                           FMNIST_DET_DEFAULT_TRAIN + FMNIST_DET_DEFAULT_VAL,
+                           err);
     return rc;
 }
 
@@ -126,6 +193,8 @@ static int create_everything(struct store *st, const char *data_dir,
 
     /* The slow, failure-prone step first, before any account exists. */
     rc = import_sample(data_dir, err);
+    if (rc == 0)
+        rc = generate_detect_sample(data_dir, err);
     if (rc != 0)
         return rc;
 
@@ -193,6 +262,8 @@ int demo_init(int argc, char **argv)
         rc = count_accounts(&st, &accounts, &err);
         if (rc == 0 && accounts == 0)
             rc = create_everything(&st, cfg.data_dir, credentials, &err);
+        else if (rc == 0)
+            rc = ensure_detect_sample(&st, cfg.data_dir, &err);
         store_close(&st);
     }
     if (rc == 0 && fs_read_file(credentials, 4096, &text, NULL, &err) == 0) {

@@ -13,8 +13,11 @@
  *
  * upload_end checks the SHA-256 of the whole file, extracts it with
  * zipsafe_extract into DATA/datasets/<account>/<id>.partial, renames
- * that folder to DATA/datasets/<account>/<id> and runs dataset_cls_scan
- * on it. The status becomes 'ready' when the scan succeeds, else
+ * that folder to DATA/datasets/<account>/<id> and scans it: an archive
+ * with a data.yaml (at the top or in its one top folder) is a detection
+ * data set, validated with dataset_det_scan and stored with task
+ * 'detect'; any other is validated with dataset_cls_scan as task
+ * 'classify'. The status becomes 'ready' when the scan succeeds, else
  * 'invalid'. An archive that breaks a rule of zipsafe.c, or a wrong
  * checksum, discards the upload: files removed and the row 'deleted'.
  *
@@ -35,6 +38,7 @@
 
 #include "clock.h"
 #include "engine/dataset_cls.h"
+#include "engine/dataset_det.h"
 #include "fsutil.h"
 #include "log.h"
 #include "zipsafe.h"
@@ -182,9 +186,10 @@ static cJSON *op_upload_begin(struct op_call *call)
         return op_error(call, "invalid_request",
                         "name must have 1 to %d bytes",
                         UPLOAD_NAME_MAX);
-    if (strcmp(task, "classify") != 0)
+    if (strcmp(task, "classify") != 0 && strcmp(task, "detect") != 0)
         return op_error(call, "invalid_request",
-                        "task '%.32s' cannot be uploaded yet; use classify",
+                        "task '%.32s' cannot be uploaded; use classify or "
+                        "detect",
                         task);
     if (size <= 0 || size > UPLOAD_MAX_BYTES)
         return op_error(call, "invalid_request",
@@ -206,7 +211,9 @@ static cJSON *op_upload_begin(struct op_call *call)
         return op_error(call, "internal", "cannot record the upload");
     id = sqlite3_last_insert_rowid(call->be->store.db);
     if (exec_sql(call, "UPDATE datasets SET report = ?3 WHERE id = ?1", id,
-                 0, report) != 0)
+                 0, report) != 0 ||
+        exec_sql(call, "UPDATE datasets SET task = ?3 WHERE id = ?1", id, 0,
+                 task) != 0)
         return op_error(call, "internal", "cannot record the upload");
 
     snprintf(path, sizeof(path), "%s/uploads", call->be->data_dir);
@@ -398,23 +405,138 @@ static void add_scan_problems(const struct dataset_cls *ds, cJSON *report)
     }
 }
 
-/* Scan folder and store status, report, images and path in the row. */
+/* Append the detection scan's problems to report, then one "summary"
+ * entry with the totals and the per-split counts of the scan. */
+static void add_det_problems(const struct dataset_det *ds, cJSON *report)
+{
+    cJSON *full = dataset_det_report_json(ds);
+    cJSON *summary = cJSON_CreateObject();
+    char text[256];
+
+    for (size_t i = 0; i < ds->problem_count; i++) {
+        const struct dataset_det_problem *p = &ds->problems[i];
+        cJSON *entry = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(entry, "path", p->file);
+        cJSON_AddNumberToObject(entry, "line", p->line);
+        cJSON_AddStringToObject(entry, "problem", p->message);
+        cJSON_AddStringToObject(entry, "action", p->action);
+        cJSON_AddStringToObject(entry, "kind", p->rule);
+        cJSON_AddStringToObject(entry, "level",
+                                dataset_det_level_name(p->level));
+        cJSON_AddItemToArray(report, entry);
+    }
+    snprintf(text, sizeof(text),
+             "%zu train, %zu val, %zu test images; %zu train boxes, %zu "
+             "background images, %zu rows rejected, %zu duplicates",
+             ds->splits[DATASET_DET_TRAIN].count,
+             ds->splits[DATASET_DET_VAL].count,
+             ds->splits[DATASET_DET_TEST].count,
+             ds->splits[DATASET_DET_TRAIN].boxes,
+             ds->splits[DATASET_DET_TRAIN].background +
+                 ds->splits[DATASET_DET_VAL].background +
+                 ds->splits[DATASET_DET_TEST].background,
+             ds->rows_rejected, ds->duplicates);
+    cJSON_AddStringToObject(summary, "path", "");
+    cJSON_AddStringToObject(summary, "problem", text);
+    cJSON_AddStringToObject(summary, "action", "none");
+    cJSON_AddStringToObject(summary, "kind", "summary");
+    cJSON_AddStringToObject(summary, "level", "info");
+    if (full != NULL) {
+        cJSON_AddItemToObject(summary, "totals",
+                              cJSON_DetachItemFromObject(full, "totals"));
+        cJSON_AddItemToObject(summary, "splits",
+                              cJSON_DetachItemFromObject(full, "splits"));
+        cJSON_AddItemToObject(summary, "classes",
+                              cJSON_DetachItemFromObject(full, "classes"));
+    }
+    cJSON_Delete(full);
+    cJSON_AddItemToArray(report, summary);
+}
+
+/* 1 when folder contains a detection data set: a data.yaml at its top or
+ * in its only top folder. */
+static int is_detection_set(const char *folder)
+{
+    struct error err = {0};
+    char *yaml = NULL;
+    int rc = dataset_det_find_yaml(folder, &yaml, &err);
+
+    free(yaml);
+    return rc == 0 || rc == -EINVAL;
+}
+
+/* Scan folder as a detection data set. Returns 0 or a negative code with
+ * err set; *images receives the image count. */
+static int scan_detection(const char *folder, cJSON *report,
+                          int64_t *images, struct error *err)
+{
+    struct dataset_det_options opt = {0, 1};
+    struct dataset_det *ds = NULL;
+    int rc = dataset_det_scan(folder, &opt, &ds, err);
+
+    if (rc != 0)
+        return rc;
+    *images = (int64_t)(ds->splits[DATASET_DET_TRAIN].count +
+                        ds->splits[DATASET_DET_VAL].count +
+                        ds->splits[DATASET_DET_TEST].count);
+    add_det_problems(ds, report);
+    dataset_det_free(ds);
+    return 0;
+}
+
+/* 1 when the row's task, as requested at upload begin, is 'detect'. */
+static int requested_detect(struct op_call *call, int64_t dataset)
+{
+    sqlite3_stmt *stmt;
+    int detect = 0;
+
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           "SELECT task FROM datasets WHERE id = ?1", -1,
+                           &stmt, NULL) != SQLITE_OK)
+        return 0;
+    sqlite3_bind_int64(stmt, 1, dataset);
+    if (sqlite3_step(stmt) == SQLITE_ROW &&
+        sqlite3_column_text(stmt, 0) != NULL)
+        detect = strcmp((const char *)sqlite3_column_text(stmt, 0),
+                        "detect") == 0;
+    sqlite3_finalize(stmt);
+    return detect;
+}
+
+/* Scan folder and store status, task, report, images and path in the
+ * row. The task is 'detect' when the archive contains a data.yaml or the
+ * upload requested it, else 'classify'. */
 static int validate(struct op_call *call, int64_t dataset,
                     const char *folder, const char *relative,
-                    cJSON *report, const char **status, int64_t *images)
+                    cJSON *report, const char **status, int64_t *images,
+                    const char **task_out)
 {
     struct dataset_cls *ds = NULL;
     struct error err = {0};
+    const char *task = is_detection_set(folder) ||
+                               requested_detect(call, dataset)
+                           ? "detect"
+                           : "classify";
+    int scan_rc;
     char *text;
     int rc;
 
     *images = 0;
-    if (dataset_cls_scan(folder, NULL, &ds, &err) == 0) {
+    *task_out = task;
+    if (strcmp(task, "detect") == 0) {
+        scan_rc = scan_detection(folder, report, images, &err);
+    } else {
+        scan_rc = dataset_cls_scan(folder, NULL, &ds, &err);
+        if (scan_rc == 0) {
+            *images = (int64_t)(ds->splits[DATASET_CLS_TRAIN].count +
+                                ds->splits[DATASET_CLS_VAL].count);
+            add_scan_problems(ds, report);
+            dataset_cls_free(ds);
+        }
+    }
+    if (scan_rc == 0) {
         *status = "ready";
-        *images = (int64_t)(ds->splits[DATASET_CLS_TRAIN].count +
-                            ds->splits[DATASET_CLS_VAL].count);
-        add_scan_problems(ds, report);
-        dataset_cls_free(ds);
     } else {
         cJSON *entry = cJSON_CreateObject();
 
@@ -438,6 +560,9 @@ static int validate(struct op_call *call, int64_t dataset,
         rc = exec_sql(call, "UPDATE datasets SET path = ?3 WHERE id = ?1",
                       dataset, 0, relative);
     if (rc == 0)
+        rc = exec_sql(call, "UPDATE datasets SET task = ?3 WHERE id = ?1",
+                      dataset, 0, task);
+    if (rc == 0)
         rc = set_status(call, dataset, *status);
     return rc;
 }
@@ -449,7 +574,7 @@ static cJSON *op_upload_end(struct op_call *call)
     char partial[PATH_TEXT_MAX + 16], relative[128], hex[65];
     struct zipsafe_limits limits;
     struct error err = {0};
-    const char *status = "invalid";
+    const char *status = "invalid", *task = "classify";
     int64_t upload, size, images = 0;
     cJSON *report, *result;
     struct stat st;
@@ -522,17 +647,19 @@ static cJSON *op_upload_end(struct op_call *call)
 
     /* NOTE: extraction and the scan run on the service loop, so a large
      * archive delays every other request until they finish. */
-    if (validate(call, upload, folder, relative, report, &status,
-                 &images) != 0) {
+    if (validate(call, upload, folder, relative, report, &status, &images,
+                 &task) != 0) {
         cJSON_Delete(report);
         return op_error(call, "internal", "cannot store the validation");
     }
-    log_info("upload done account=%lld dataset=%lld status=%s images=%lld",
-             (long long)call->account_id, (long long)upload, status,
+    log_info("upload done account=%lld dataset=%lld task=%s status=%s "
+             "images=%lld",
+             (long long)call->account_id, (long long)upload, task, status,
              (long long)images);
     result = cJSON_CreateObject();
     cJSON_AddNumberToObject(result, "dataset", (double)upload);
     cJSON_AddStringToObject(result, "status", status);
+    cJSON_AddStringToObject(result, "task", task);
     cJSON_AddNumberToObject(result, "images", (double)images);
     cJSON_AddItemToObject(result, "report", report);
     return result;

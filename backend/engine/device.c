@@ -118,6 +118,7 @@ const struct kernel_ops kernel_ops_cpu = {
     .sumsq = cpu_sumsq,
     .scale = cpu_scale,
     .det_decode_nms = cpu_det_decode_nms,
+    .det_loss_forward_backward = cpu_det_loss_forward_backward,
 };
 
 /* ---- Choosing a device -------------------------------------------------- */

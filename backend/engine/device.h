@@ -143,6 +143,16 @@ struct kernel_ops {
                           const struct det_nms_config *cfg, int batch,
                           const float *pred, struct det_box *boxes,
                           int *counts);
+    /* The YOLOv8 detection loss of kernels/detect.h: pred and dpred in
+     * device memory, gt and result in host memory. Returns 0 or a negative
+     * errno-style code. */
+    int (*det_loss_forward_backward)(struct kctx *ctx,
+                                     const struct det_layout *layout,
+                                     const struct det_loss_config *cfg,
+                                     int batch, const float *pred,
+                                     const struct det_gt *gt, int ngt,
+                                     float scale, float *dpred,
+                                     struct det_loss_result *result);
 };
 
 /* The CPU table: cpu_* kernels on host memory. */

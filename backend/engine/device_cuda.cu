@@ -118,6 +118,7 @@ static struct kernel_ops make_ops(void)
     ops.sumsq = cuda_sumsq;
     ops.scale = cuda_scale;
     ops.det_decode_nms = cuda_det_decode_nms;
+    ops.det_loss_forward_backward = cuda_det_loss_forward_backward;
     return ops;
 }
 

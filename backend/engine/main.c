@@ -8,7 +8,9 @@
  * saved), 4 stopped at the time limit (checkpoint saved).
  *
  * `train import-fmnist OUT [train=N] [val=N]` writes Debian's
- * Fashion-MNIST as a classification data set at OUT instead.
+ * Fashion-MNIST as a classification data set at OUT instead, and
+ * `train make-fmnist-det OUT [train=N] [val=N] [seed=S]` generates the
+ * Fashion-MNIST detection scenes at OUT.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 
 #include "engine/args.h"
 #include "engine/fmnist.h"
+#include "engine/fmnist_det.h"
 #include "engine/trainer.h"
 #include "log.h"
 
@@ -38,6 +41,14 @@ static void usage(FILE *out)
             "classification data set at OUT, with the first N images of "
             "each\n"
             "split (default: all 60,000 and 10,000).\n"
+            "\n"
+            "Usage: train make-fmnist-det OUT [train=N] [val=N] [seed=S]\n"
+            "Generate N training and N validation detection scenes "
+            "(128x128, 1 to 6\n"
+            "Fashion-MNIST items each) as a detection data set at OUT "
+            "(default:\n"
+            "2,000 and 500 scenes, seed 0). The same seed writes the same "
+            "files.\n"
             "\n"
             "Exit status: 0 completed, 1 failed, 2 invalid arguments,\n"
             "3 stopped by SIGTERM or SIGINT, 4 stopped at the time limit\n"
@@ -84,6 +95,53 @@ static int import_fmnist(int argc, char **argv)
     return 0;
 }
 
+/* train make-fmnist-det OUT [train=N] [val=N] [seed=S] */
+static int make_fmnist_det(int argc, char **argv)
+{
+    struct fmnist_det_options opt = {NULL, 0, 0, 0};
+    struct error err = {0};
+
+    if (argc < 3) {
+        fprintf(stderr, "train make-fmnist-det: missing OUT folder\n");
+        return TRAIN_USAGE;
+    }
+    for (int i = 3; i < argc; i++) {
+        const char *value = strchr(argv[i], '=');
+        unsigned long long n;
+        char *end;
+
+        if (value == NULL || value[1] == '\0') {
+            fprintf(stderr, "train make-fmnist-det: invalid argument '%s'; "
+                            "use train=N, val=N or seed=S\n", argv[i]);
+            return TRAIN_USAGE;
+        }
+        n = strtoull(value + 1, &end, 10);
+        if (*end != '\0' || value[1] == '-') {
+            fprintf(stderr, "train make-fmnist-det: invalid number in "
+                            "'%s'\n", argv[i]);
+            return TRAIN_USAGE;
+        }
+        if (strncmp(argv[i], "train=", 6) == 0) {
+            opt.train_count = (size_t)n;
+        } else if (strncmp(argv[i], "val=", 4) == 0) {
+            opt.val_count = (size_t)n;
+        } else if (strncmp(argv[i], "seed=", 5) == 0) {
+            opt.seed = (uint64_t)n;
+        } else {
+            fprintf(stderr, "train make-fmnist-det: invalid argument '%s'; "
+                            "use train=N, val=N or seed=S\n", argv[i]);
+            return TRAIN_USAGE;
+        }
+    }
+    log_init("train", LOG_LEVEL_INFO, 2);
+    if (fmnist_det_generate(argv[2], &opt, &err) != 0) {
+        log_error("%s", err.msg);
+        return TRAIN_FAILED;
+    }
+    log_info("wrote Fashion-MNIST detection scenes to %s", argv[2]);
+    return 0;
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -99,6 +157,8 @@ int main(int argc, char **argv)
 
     if (argc > 1 && strcmp(argv[1], "import-fmnist") == 0)
         return import_fmnist(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "make-fmnist-det") == 0)
+        return make_fmnist_det(argc, argv);
 
     args_defaults(&args);
     for (int i = 1; i < argc; i++) {
