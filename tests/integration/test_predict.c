@@ -1,10 +1,10 @@
 /*
  * `train predict` on a tiny detection model that the first test trains
- * with the real `train` program: for each image of a folder, or for one
+ * with the real `train` program. For each image of a folder, or for one
  * image, it writes labels/NAME.txt, NAME.json and NAME.png under
- * project/name and prints one line; every box lies inside its image,
- * also for an image that is not square; max_det caps the boxes; and a
- * missing source or model fails with a message that names its path.
+ * project/name and prints one line. Every box lies inside its image, also
+ * for an image that is not square, and max_det caps the boxes. A missing
+ * source or model fails with a message that names its path.
  */
 #include <setjmp.h>
 #include <stdarg.h>

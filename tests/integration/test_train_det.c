@@ -1,12 +1,12 @@
 /*
  * Detection training through the real `train` program on tiny data sets
- * of 64 x 64 images: degenerate batches (background only, one class,
+ * of 64 x 64 images. Degenerate batches (background only, one class,
  * fewer images than the batch, a last batch of one image, boxes one
- * pixel wide) train with finite losses; results.csv has the detection
- * columns and one row per epoch; a run stopped by SIGTERM in the middle
+ * pixel wide) train with finite losses. results.csv has the detection
+ * columns and one row per epoch. A run stopped by SIGTERM in the middle
  * of an epoch and resumed ends with the uninterrupted run's weights and
- * rows, across the switch that turns mosaic off; a model and a data set
- * of different tasks are rejected; and a model learns one white square.
+ * rows, across the switch that turns mosaic off. A model and a data set
+ * of different tasks are rejected, and a model learns one white square.
  *
  * The test watches runs through their JSON-line events (events_fd=3) to
  * choose the moment of a signal, so it never depends on timing.
@@ -398,8 +398,8 @@ static void expect_same_run(const char *a, const char *b)
     free(rb);
 }
 
-/* SIGTERM after a batch of epoch 2 that is not its last; returns the
- * batch of the stop checkpoint (the next batch to run), or -1. */
+/* Send SIGTERM after a batch of epoch 2 that is not its last. Returns
+ * the batch of the stop checkpoint (the next batch to run), or -1. */
 static int stop_in_epoch_two(struct train_proc *proc)
 {
     cJSON *event;
@@ -518,7 +518,7 @@ static void detect_model_on_classify_data_fails(void **state)
     expect_task_mismatch("det_on_cls", data, "yolov8n.yaml");
 }
 
-/* One white square of side 24 to 40 pixels on black per image; the
+/* One white square of side 24 to 40 pixels on black per image. The
  * validation split is the same 16 images, so the check is whether the
  * model fits what it trains on. */
 static void model_learns_white_square(void **state)

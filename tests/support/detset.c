@@ -27,7 +27,7 @@ int detset_write_yaml(const char *root, const char *const *names, int nc,
     snprintf(path, sizeof(path), "%s/data.yaml", root);
     f = fopen(path, "w");
     if (f == NULL)
-        return error_errno(err, errno, "cannot create %s", path);
+        return error_errno(err, errno, "failed to create %s", path);
     fprintf(f, "path: .\n"
                "train: images/train\n"
                "val: images/val\n"
@@ -35,7 +35,7 @@ int detset_write_yaml(const char *root, const char *const *names, int nc,
     for (int i = 0; i < nc; i++)
         fprintf(f, "  %d: %s\n", i, names[i]);
     if (fclose(f) != 0)
-        return error_errno(err, errno, "cannot write %s", path);
+        return error_errno(err, errno, "failed to write %s", path);
     return 0;
 }
 
@@ -80,7 +80,7 @@ static int write_label(const char *path, int size,
     FILE *f = fopen(path, "w");
 
     if (f == NULL)
-        return error_errno(err, errno, "cannot create %s", path);
+        return error_errno(err, errno, "failed to create %s", path);
     for (int i = 0; i < n; i++) {
         const struct detset_box *b = &boxes[i];
         double s = size;
@@ -89,7 +89,7 @@ static int write_label(const char *path, int size,
                 b->width / s, b->height / s);
     }
     if (fclose(f) != 0)
-        return error_errno(err, errno, "cannot write %s", path);
+        return error_errno(err, errno, "failed to write %s", path);
     return 0;
 }
 

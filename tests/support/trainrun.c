@@ -27,7 +27,7 @@ static void exec_child(char *const argv[], const char *out_path,
         dup2(err, 2);
     dup2(events_fd, 3);
     execv(argv[0], argv);
-    fprintf(stderr, "cannot run %s: %s\n", argv[0], strerror(errno));
+    fprintf(stderr, "failed to run %s: %s\n", argv[0], strerror(errno));
     _exit(127);
 }
 

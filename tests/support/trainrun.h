@@ -1,7 +1,7 @@
 /*
  * Runs of the tested `train` program ($TRAINYARD_BIN/train) for
  * integration tests: the child's standard output and error go to files,
- * and its JSON-line events come back through a pipe that the child sees
+ * and its JSON-line events come back through a pipe that the child gets
  * as descriptor 3, so a test passes events_fd=3 when it wants them.
  */
 #ifndef TRAINYARD_TRAINRUN_H
