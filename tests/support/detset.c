@@ -84,7 +84,9 @@ static int write_label(const char *path, int size,
     for (int i = 0; i < n; i++) {
         const struct detset_box *b = &boxes[i];
         double s = size;
-        fprintf(f, "%d %.6f %.6f %.6f %.6f\n", b->cls,
+        /* Nine digits print k / (2 * size) exactly when size is a power of
+         * two, so a box on the image edge does not end past 1.0. */
+        fprintf(f, "%d %.9g %.9g %.9g %.9g\n", b->cls,
                 (b->x + b->width / 2.0) / s, (b->y + b->height / 2.0) / s,
                 b->width / s, b->height / s);
     }
