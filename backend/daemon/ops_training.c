@@ -5,10 +5,11 @@
  * of stored progress events after a sequence number.
  *
  * A model's architecture must be one of the shipped model files named by
- * their scale (yolov8n-cls.yaml ... yolov8x-cls.yaml), because the name
- * goes to the train program as model=, where a path would let a user make
- * it read any file. Another account's data set or model gets a
- * not_found error.
+ * their scale (yolov8n-cls.yaml ... yolov8x-cls.yaml for classification,
+ * yolov8n.yaml ... yolov8x.yaml for detection), because the name goes to
+ * the train program as model=, where a path would let a user make it read
+ * any file. The architecture's task must be the data set's. Another
+ * account's data set or model gets a not_found error.
  *
  * "Pay now" for timed training charges the card for exactly the price as
  * a top-up and spends it at once from the balance, so the ledger shows
@@ -40,9 +41,17 @@
 #define MODEL_NAME_MAX 100
 #define MODEL_ARGS_MAX 8192
 
-static const char *const architectures[] = {
-    "yolov8n-cls.yaml", "yolov8s-cls.yaml", "yolov8m-cls.yaml",
-    "yolov8l-cls.yaml", "yolov8x-cls.yaml",
+struct architecture {
+    const char *name;
+    const char *task;
+};
+
+static const struct architecture architectures[] = {
+    {"yolov8n-cls.yaml", "classify"}, {"yolov8s-cls.yaml", "classify"},
+    {"yolov8m-cls.yaml", "classify"}, {"yolov8l-cls.yaml", "classify"},
+    {"yolov8x-cls.yaml", "classify"}, {"yolov8n.yaml", "detect"},
+    {"yolov8s.yaml", "detect"},       {"yolov8m.yaml", "detect"},
+    {"yolov8l.yaml", "detect"},       {"yolov8x.yaml", "detect"},
 };
 
 static cJSON *from_errno(struct op_call *call, const struct error *err)
@@ -182,13 +191,14 @@ static cJSON *model_json(sqlite3_stmt *stmt)
     "SELECT id, dataset_id, name, task, architecture, args, created_at "     \
     "FROM models "
 
-static int valid_architecture(const char *name)
+/* The task of a shipped architecture, or NULL for an unknown name. */
+static const char *architecture_task(const char *name)
 {
     for (size_t i = 0; i < sizeof(architectures) / sizeof(architectures[0]);
          i++)
-        if (strcmp(name, architectures[i]) == 0)
-            return 1;
-    return 0;
+        if (strcmp(name, architectures[i].name) == 0)
+            return architectures[i].task;
+    return NULL;
 }
 
 /* The dataset's task, when the account may use the data set. */
@@ -233,15 +243,23 @@ static cJSON *op_models_create(struct op_call *call)
     if (name[0] == '\0' || strlen(name) > MODEL_NAME_MAX)
         return op_error(call, "invalid_request",
                         "name must have 1 to %d characters", MODEL_NAME_MAX);
-    if (!valid_architecture(arch))
+    const char *arch_task = architecture_task(arch);
+    if (arch_task == NULL)
         return op_error(call, "invalid_request",
-                        "unknown architecture '%.64s'; use yolov8n-cls.yaml, "
-                        "yolov8s-cls.yaml, yolov8m-cls.yaml, "
-                        "yolov8l-cls.yaml or yolov8x-cls.yaml",
+                        "unknown architecture '%.64s'; use yolov8n-cls.yaml "
+                        "... yolov8x-cls.yaml for classification or "
+                        "yolov8n.yaml ... yolov8x.yaml for detection",
                         arch);
     if (!dataset_task(call, dataset, task, sizeof(task)))
         return op_error(call, "not_found", "data set %lld not found",
                         (long long)dataset);
+    if (strcmp(arch_task, task) != 0)
+        return op_error(call, "invalid_request",
+                        "architecture '%s' is for %s but data set %lld is a "
+                        "%s data set; use %s",
+                        arch, arch_task, (long long)dataset, task,
+                        strcmp(task, "detect") == 0 ? "yolov8n.yaml"
+                                                    : "yolov8n-cls.yaml");
     if (call->args != NULL)
         args = cJSON_GetObjectItemCaseSensitive(call->args, "args");
     if (args != NULL && !cJSON_IsObject(args))

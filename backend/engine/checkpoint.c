@@ -80,6 +80,9 @@ static char *header_text(const struct net *net, const struct model_spec *spec,
     add_exact(s, "epoch_seconds", st->epoch_seconds);
     add_exact(s, "loss_sum", st->loss_sum);
     add_exact(s, "loss_count", (double)st->loss_count);
+    add_exact(s, "loss_box_sum", st->loss_part_sum[0]);
+    add_exact(s, "loss_cls_sum", st->loss_part_sum[1]);
+    add_exact(s, "loss_dfl_sum", st->loss_part_sum[2]);
     cJSON_AddBoolToObject(s, "finished", st->finished);
 
     cJSON_AddNumberToObject(o, "kind", opt->kind);
@@ -275,6 +278,14 @@ static double num(const cJSON *o, const char *name, int *bad)
     return v->valuedouble;
 }
 
+/* An optional number: 0 when absent, bad when present but not a number. */
+static double num_or_zero(const cJSON *o, const char *name, int *bad)
+{
+    if (cJSON_GetObjectItemCaseSensitive(o, name) == NULL)
+        return 0;
+    return num(o, name, bad);
+}
+
 static int spec_from_json(const cJSON *o, struct model_spec *spec)
 {
     const cJSON *layers = cJSON_GetObjectItemCaseSensitive(o, "layers");
@@ -367,6 +378,9 @@ static int parse_header(struct checkpoint *ck, const char *text, size_t len)
     ck->state.epoch_seconds = num(s, "epoch_seconds", &bad);
     ck->state.loss_sum = num(s, "loss_sum", &bad);
     ck->state.loss_count = (int64_t)num(s, "loss_count", &bad);
+    ck->state.loss_part_sum[0] = num_or_zero(s, "loss_box_sum", &bad);
+    ck->state.loss_part_sum[1] = num_or_zero(s, "loss_cls_sum", &bad);
+    ck->state.loss_part_sum[2] = num_or_zero(s, "loss_dfl_sum", &bad);
     ck->state.finished =
         cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "finished"));
 

@@ -42,6 +42,9 @@ struct train_state {
      * the whole epoch once it completes. */
     double epoch_seconds;
     double loss_sum;     /* of the unfinished epoch */
+    /* Detection: the box, class and DFL parts of loss_sum. Absent from
+     * classification checkpoints, where they read as 0. */
+    double loss_part_sum[3];
     int64_t loss_count;
     int finished;        /* 1 when the run completed */
 };

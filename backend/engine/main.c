@@ -20,6 +20,7 @@
 #include "engine/args.h"
 #include "engine/fmnist.h"
 #include "engine/fmnist_det.h"
+#include "engine/predict.h"
 #include "engine/trainer.h"
 #include "log.h"
 
@@ -49,6 +50,16 @@ static void usage(FILE *out)
             "(default:\n"
             "2,000 and 500 scenes, seed 0). The same seed writes the same "
             "files.\n"
+            "\n"
+            "Usage: train predict model=CHECKPOINT source=IMAGE_OR_FOLDER\n"
+            "       [imgsz=N] [conf=0.25] [iou=0.7] [max_det=300] "
+            "[device=cpu]\n"
+            "       [threads=N] [project=runs/detect] [name=predict] "
+            "[exist_ok=false]\n"
+            "Detect objects with a trained detection checkpoint and write "
+            "labels/NAME.txt,\n"
+            "NAME.json and NAME.png (boxes drawn) for each image into "
+            "project/name.\n"
             "\n"
             "Exit status: 0 completed, 1 failed, 2 invalid arguments,\n"
             "3 stopped by SIGTERM or SIGINT, 4 stopped at the time limit\n"
@@ -159,6 +170,8 @@ int main(int argc, char **argv)
         return import_fmnist(argc, argv);
     if (argc > 1 && strcmp(argv[1], "make-fmnist-det") == 0)
         return make_fmnist_det(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "predict") == 0)
+        return predict_main(argc, argv);
 
     args_defaults(&args);
     for (int i = 1; i < argc; i++) {

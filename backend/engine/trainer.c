@@ -19,6 +19,7 @@
  * batch in place, without a copy.
  */
 #include "engine/trainer.h"
+#include "engine/trainer_internal.h"
 
 #include <errno.h>
 #include <float.h>
@@ -49,33 +50,6 @@ void trainer_request_stop(void)
     stop_requested = 1;
 }
 
-struct run {
-    struct train_args *args;
-    struct dataset_cls *ds;
-    struct model_spec spec;
-    struct net net;
-    struct device dev;
-    struct optimizer opt;
-    struct train_state st;
-    int imgsz;
-    char dir[PATH_MAX - 64];
-    char last_path[PATH_MAX + 32], best_path[PATH_MAX + 32];
-    char csv_path[PATH_MAX + 32];
-    char names[4096];
-    int32_t *order;     /* shuffled training indices of the epoch */
-    int ntrain;
-    int batches;        /* per epoch */
-    float *x;           /* [batch, 3, imgsz, imgsz] */
-    int *labels;
-    int32_t *labels32;
-    size_t *indices;
-    /* Device copies of x and labels32 (the host arrays themselves when
-     * the device computes in host memory). */
-    float *x_dev;
-    int32_t *labels_dev;
-    float *val_dlogits; /* device: the loss gradient validation discards */
-    float *logits_host; /* [2 * batch, classes]: validation's logits */
-};
 
 /* ---- Setup -------------------------------------------------------------- */
 
@@ -134,6 +108,8 @@ static int load_data(struct run *r, struct error *err)
     struct dataset_cls_options opt = {(size_t)2 << 30, 0};
     int rc;
 
+    if (r->is_detect)
+        return det_run_load_data(r, err);
     rc = dataset_cls_scan(r->args->data, &opt, &r->ds, err);
     if (rc != 0)
         return rc;
@@ -143,6 +119,8 @@ static int load_data(struct run *r, struct error *err)
         return error_set(err, -EINVAL, "data set '%s' has no training images",
                          r->args->data);
     join_names(r);
+    r->ntotal = (int)r->ds->splits[DATASET_CLS_TRAIN].count;
+    r->classes = r->ds->class_count;
     return 0;
 }
 
@@ -227,6 +205,11 @@ static int setup(struct run *r, struct checkpoint *ck, struct error *err)
             snprintf(a->device, sizeof(a->device), "%s", given.device);
         r->spec = ck->spec;
         r->imgsz = ck->imgsz;
+        r->is_detect = strcmp(ck->spec.task, "detect") == 0;
+    } else if (strcmp(a->task, "detect") == 0) {
+        r->is_detect = 1;
+    } else if (a->task[0] == '\0') {
+        r->is_detect = det_is_dataset(a->data);
     }
 
     /* Before the data set scan, which can take a while: a device that
@@ -243,16 +226,32 @@ static int setup(struct run *r, struct checkpoint *ck, struct error *err)
             return error_set(err, -EINVAL,
                              "missing model=; give a model YAML such as "
                              "model=yolov8n-cls.yaml");
-        rc = model_spec_load(a->model, "", r->ds->class_count, &r->spec, err);
+        rc = model_spec_load(a->model, "", r->classes, &r->spec, err);
         if (rc != 0)
             return rc;
-        r->imgsz = a->imgsz > 0 ? a->imgsz : 224;
-    } else if (r->spec.classes != r->ds->class_count) {
+        if (strcmp(r->spec.task, r->is_detect ? "detect" : "classify") != 0)
+            return error_set(err, -EINVAL,
+                             "model '%s' is a %s model but data '%s' is a "
+                             "%s data set; pick a %s model such as %s",
+                             a->model, r->spec.task, a->data,
+                             r->is_detect ? "detection" : "classification",
+                             r->is_detect ? "detection" : "classification",
+                             r->is_detect ? "yolov8n.yaml"
+                                          : "yolov8n-cls.yaml");
+        r->imgsz = a->imgsz > 0 ? a->imgsz : r->is_detect ? 640 : 224;
+        if (r->is_detect && r->imgsz % 32 != 0) {
+            int rounded = (r->imgsz + 31) / 32 * 32;
+            log_warn("imgsz=%d is not a multiple of the largest stride 32; "
+                     "using %d",
+                     r->imgsz, rounded);
+            r->imgsz = rounded;
+        }
+    } else if (r->spec.classes != r->classes) {
         return error_set(err, -EINVAL,
                          "the data set now has %d classes but the "
                          "checkpoint was trained on %d; resume with the "
                          "same data set",
-                         r->ds->class_count, r->spec.classes);
+                         r->classes, r->spec.classes);
     }
 
     rc = net_build_on(&r->net, &r->spec, r->imgsz, r->imgsz, 2 * a->batch,
@@ -260,13 +259,11 @@ static int setup(struct run *r, struct checkpoint *ck, struct error *err)
     if (rc != 0)
         return rc;
 
-    r->ntrain = (int)round(r->ds->splits[DATASET_CLS_TRAIN].count *
-                           a->fraction);
+    r->ntrain = (int)round(r->ntotal * a->fraction);
     if (r->ntrain < 1)
         r->ntrain = 1;
     r->batches = (r->ntrain + a->batch - 1) / a->batch;
-    r->order = malloc((size_t)r->ds->splits[DATASET_CLS_TRAIN].count *
-                      sizeof(int32_t));
+    r->order = malloc((size_t)r->ntotal * sizeof(int32_t));
     if (r->order == NULL)
         return error_set(err, -ENOMEM, "out of memory");
 
@@ -286,6 +283,8 @@ static int setup(struct run *r, struct checkpoint *ck, struct error *err)
     rc = make_run_dir(r, err);
     if (rc == 0)
         rc = allocate_batch(r, err);
+    if (rc == 0 && r->is_detect)
+        rc = det_run_allocate(r, err);
     return rc;
 }
 
@@ -294,7 +293,7 @@ static int setup(struct run *r, struct checkpoint *ck, struct error *err)
 /* The first ntrain of a (seed, epoch)-seeded shuffle of all samples. */
 static void epoch_order(struct run *r, int epoch)
 {
-    size_t total = r->ds->splits[DATASET_CLS_TRAIN].count;
+    size_t total = (size_t)r->ntotal;
     struct rng g;
 
     for (size_t i = 0; i < total; i++)
@@ -351,14 +350,9 @@ static int load_train_batch(struct run *r, int epoch, int b,
 
 /* ---- Validation --------------------------------------------------------- */
 
-struct val_result {
-    double top1, top5, loss;
-    int images;
-};
-
 static int validate(struct run *r, struct val_result *out, struct error *err)
 {
-    struct dataset_cls_split_set *val = &r->ds->splits[DATASET_CLS_VAL];
+    struct dataset_cls_split_set *val;
     const struct kernel_ops *ops = r->dev.ops;
     int bsz = 2 * r->args->batch, classes = r->spec.classes;
     double loss = 0;
@@ -366,6 +360,9 @@ static int validate(struct run *r, struct val_result *out, struct error *err)
     int rc = 0;
 
     memset(out, 0, sizeof(*out));
+    if (r->is_detect)
+        return det_run_validate(r, out, err);
+    val = &r->ds->splits[DATASET_CLS_VAL];
     if (val->count == 0)
         return 0;
 
@@ -423,20 +420,22 @@ static int validate(struct run *r, struct val_result *out, struct error *err)
         out->top5 = (double)correct5 / (double)seen;
         out->loss = loss / (double)seen;
     }
+    out->fitness = (out->top1 + out->top5) / 2.0;
     out->images = (int)seen;
     return 0;
 }
 
 /* ---- Results and checkpoints --------------------------------------------- */
 
-static const char *csv_header = "epoch,train/loss,metrics/accuracy_top1,"
-                                "metrics/accuracy_top5,val/loss,lr/pg0,"
-                                "lr/pg1,lr/pg2\n";
+static const char cls_csv_header[] = "epoch,train/loss,metrics/accuracy_top1,"
+                                     "metrics/accuracy_top5,val/loss,lr/pg0,"
+                                     "lr/pg1,lr/pg2\n";
 
 /* Keep the header and the rows of epochs <= keep, so that a run resumed
  * after a crash between a row and its checkpoint writes no row twice. */
 static int trim_results(struct run *r, int keep, struct error *err)
 {
+    const char *csv_header = r->is_detect ? det_csv_header : cls_csv_header;
     char *data = NULL, *out;
     size_t len = 0, n = 0;
 
@@ -476,9 +475,12 @@ static int append_result(struct run *r, int epoch, double train_loss,
 
     if (f == NULL)
         return error_errno(err, errno, "cannot append to '%s'", r->csv_path);
-    fprintf(f, "%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g\n", epoch, train_loss,
-            v->top1, v->top5, v->loss, r->opt.lr[0], r->opt.lr[1],
-            r->opt.lr[2]);
+    if (r->is_detect)
+        det_run_append_result(r, f, epoch, v);
+    else
+        fprintf(f, "%d,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g,%.6g\n", epoch,
+                train_loss, v->top1, v->top5, v->loss, r->opt.lr[0],
+                r->opt.lr[1], r->opt.lr[2]);
     if (fclose(f) != 0)
         return error_errno(err, errno, "cannot write '%s'", r->csv_path);
     return 0;
@@ -547,10 +549,14 @@ static void emit_epoch(struct run *r, int epoch, double seconds,
     cJSON_AddNumberToObject(f, "epoch", epoch);
     cJSON_AddNumberToObject(f, "epochs", r->args->epochs);
     cJSON_AddNumberToObject(f, "seconds", seconds);
-    cJSON_AddNumberToObject(m, "train/loss", train_loss);
-    cJSON_AddNumberToObject(m, "metrics/accuracy_top1", v->top1);
-    cJSON_AddNumberToObject(m, "metrics/accuracy_top5", v->top5);
-    cJSON_AddNumberToObject(m, "val/loss", v->loss);
+    if (r->is_detect) {
+        det_run_add_metrics(r, m, v);
+    } else {
+        cJSON_AddNumberToObject(m, "train/loss", train_loss);
+        cJSON_AddNumberToObject(m, "metrics/accuracy_top1", v->top1);
+        cJSON_AddNumberToObject(m, "metrics/accuracy_top5", v->top5);
+        cJSON_AddNumberToObject(m, "val/loss", v->loss);
+    }
     cJSON_AddNumberToObject(m, "lr/pg0", r->opt.lr[0]);
     cJSON_AddNumberToObject(m, "lr/pg1", r->opt.lr[1]);
     cJSON_AddNumberToObject(m, "lr/pg2", r->opt.lr[2]);
@@ -562,6 +568,9 @@ static void emit_epoch(struct run *r, int epoch, double seconds,
 /* Train one batch; returns its loss, or -1 with err set. */
 static double train_batch(struct run *r, int epoch, int b, struct error *err)
 {
+    if (r->is_detect)
+        return det_run_train_batch(r, epoch, b, err);
+
     int n = load_train_batch(r, epoch, b, err);
 
     if (n < 0)
@@ -651,19 +660,25 @@ static enum train_outcome run_epochs(struct run *r, struct error *err)
         r->st.train_seconds += val_seconds;
         r->st.epoch_seconds += val_seconds;
         double epoch_seconds = r->st.epoch_seconds;
-        double fitness = (v.top1 + v.top5) / 2.0;
+        double fitness = v.fitness;
 
         print_progress(r, epoch, r->batches - 1, train_loss,
                        (double)r->ntrain /
                            ((double)(clock_monotonic_ms() - t0) / 1000.0),
                        1);
-        printf("%11s top1 %.4f  top5 %.4f  val loss %.4f  (%d images)\n",
-               "", v.top1, v.top5, v.loss, v.images);
+        if (r->is_detect)
+            printf("%11s P %.4f  R %.4f  mAP50 %.4f  mAP50-95 %.4f  (%d "
+                   "images)\n",
+                   "", v.precision, v.recall, v.map50, v.map50_95, v.images);
+        else
+            printf("%11s top1 %.4f  top5 %.4f  val loss %.4f  (%d images)\n",
+                   "", v.top1, v.top5, v.loss, v.images);
         fflush(stdout);
 
         r->st.epoch = epoch + 1;
         r->st.batch = 0;
         r->st.loss_sum = 0;
+        memset(r->st.loss_part_sum, 0, sizeof(r->st.loss_part_sum));
         r->st.loss_count = 0;
         r->st.epoch_seconds = 0;
         int improved = fitness > r->st.best_fitness;
@@ -709,6 +724,7 @@ static void run_free(struct run *r)
     device_close(&r->dev);
     if (r->ds != NULL)
         dataset_cls_free(r->ds);
+    det_run_free(r);
     free(r->order);
     free(r->x);
     free(r->labels);

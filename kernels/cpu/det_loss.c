@@ -10,12 +10,14 @@
  *    each ground-truth box, the anchors whose point lies strictly inside
  *    it are scored with the alignment metric score^alpha * CIoU^beta. The
  *    score is the sigmoid of the logit of the box's class, and the CIoU
- *    (clamped at 0) is taken against the predicted box in pixels. The top
- *    k of them by metric (ties: lower anchor index) claim the anchor. An
- *    anchor claimed by several boxes goes to the one with the highest CIoU
- *    (ties: lower box index). The soft class target of a positive anchor
- *    is metric / (best metric of its box + 1e-9) * best CIoU of its box,
- *    both maxima over the box's final positives.
+ *    (clamped at 0) is taken against the predicted box in pixels. Each box
+ *    claims its top k anchors by metric (ties: lower anchor index). An
+ *    anchor claimed by one box goes to it. An anchor claimed by several
+ *    goes to the box with the highest CIoU among all boxes that contain
+ *    its point, claiming or not (ties: lower box index). The soft class
+ *    target of a positive anchor is metric / (best metric of its box +
+ *    1e-9) * best CIoU of its box, both maxima over the box's final
+ *    positives.
  * 2. Loss. BCE with logits runs over every anchor and class against the
  *    soft targets. (1 - CIoU) in grid units and DFL run on the positives,
  *    each weighted by the anchor's soft target. The three sums are
@@ -46,7 +48,7 @@
 #define ASSIGN_EPS 1e-9f
 /* Upper clamp of DFL target distances below reg_max - 1, so that the
  * right-hand bin floor(t) + 1 stays inside the distribution. */
-#define DFL_MARGIN 0.01f
+#define DFL_MARGIN 0.01
 /* eps of Ultralytics' bbox_iou, also used by det_ciou. */
 #define CIOU_EPS 1e-7
 
@@ -60,9 +62,24 @@ struct candidate {
 /* Scratch of the assigner, carved from the workspace. */
 struct assign_scratch {
     float *box;             /* [batch, anchors, 4] decoded boxes, pixels */
-    float *claim_iou;       /* [batch, anchors] CIoU of the claiming box */
+    float *claim_iou;       /* [batch, anchors] CIoU of the owning box */
     float *claim_metric;    /* [batch, anchors] its alignment metric */
+    int *claims;            /* [batch, anchors] top-k lists naming it */
+    float *best;            /* [ngt, 2] best metric and CIoU of a box */
     struct candidate *cand; /* [ngt, topk] */
+};
+
+/* One image's part of the assigner's scratch and its boxes. */
+struct image_assign {
+    const float *p;         /* the image's prediction */
+    const struct det_gt *g; /* its n ground-truth boxes */
+    int n;
+    int g_index; /* index of g[0] in the batch */
+    float *box, *claim_iou, *claim_metric;
+    int *claims;
+    float *best;
+    struct candidate *cand;
+    struct det_target *t;
 };
 
 /* Per-image sums of the loss stage, before normalisation and gains. */
@@ -154,9 +171,9 @@ static float sigmoidf(float x)
     return x >= 0 ? 1.0f / (1.0f + e) : e / (1.0f + e);
 }
 
-/* Anchor a's predicted box in pixels, (point -/+ distances) * stride,
- * decoded into box (the image's [anchors, 4] cache, NAN x1 when not yet
- * decoded) on first use. */
+/* Return anchor a's predicted box in pixels, (point -/+ distances) *
+ * stride. The box is decoded into the image's [anchors, 4] cache box on
+ * first use, which a NAN x1 marks. */
 static const float *anchor_box(const struct det_layout *l, const float *p,
                                float *box, int a)
 {
@@ -204,6 +221,29 @@ static void cell_range(float v1, float v2, int stride, int cells, int *lo,
     *hi = b <= 0 ? 0 : (b >= (float)cells ? cells : (int)b);
 }
 
+/* Whether the point (ax, ay) lies inside box g by more than ASSIGN_EPS,
+ * the candidate test. */
+static int point_in_box(float ax, float ay, const struct det_gt *g)
+{
+    float margin =
+        fminf(fminf(ax - g->x1, ay - g->y1), fminf(g->x2 - ax, g->y2 - ay));
+
+    return margin > ASSIGN_EPS;
+}
+
+/* Alignment metric score^alpha * CIoU^beta of anchor a for box g; the
+ * CIoU, clamped at 0, goes to *iou. */
+static float align_metric(const struct det_layout *l,
+                          const struct det_loss_config *cfg, const float *p,
+                          float *box, const struct det_gt *g, int a, float *iou)
+{
+    size_t logit = (size_t)(4 * l->reg_max + g->cls) * l->anchors + a;
+    float gbox[4] = {g->x1, g->y1, g->x2, g->y2};
+
+    *iou = fmaxf(det_ciou(gbox, anchor_box(l, p, box, a)), 0.0f);
+    return powf(sigmoidf(p[logit]), cfg->alpha) * powf(*iou, cfg->beta);
+}
+
 /* Fill list with the top-k in-box anchors of ground-truth box g; returns
  * their number. */
 static int select_candidates(const struct det_layout *l,
@@ -211,9 +251,6 @@ static int select_candidates(const struct det_layout *l,
                              float *box, const struct det_gt *g,
                              struct candidate *list)
 {
-    size_t anchors = (size_t)l->anchors;
-    const float *logit = p + (size_t)(4 * l->reg_max + g->cls) * anchors;
-    float gbox[4] = {g->x1, g->y1, g->x2, g->y2};
     int n = 0;
 
     for (int lv = 0; lv < l->nlevels; lv++) {
@@ -225,17 +262,12 @@ static int select_candidates(const struct det_layout *l,
             for (int x = x0; x < x1; x++) {
                 float ax = ((float)x + 0.5f) * (float)s;
                 float ay = ((float)y + 0.5f) * (float)s;
-                float margin = fminf(fminf(ax - g->x1, ay - g->y1),
-                                     fminf(g->x2 - ax, g->y2 - ay));
-                if (!(margin > ASSIGN_EPS))
+                if (!point_in_box(ax, ay, g))
                     continue;
 
                 struct candidate c;
                 c.anchor = l->first[lv] + y * l->w[lv] + x;
-                const float *pbox = anchor_box(l, p, box, c.anchor);
-                c.iou = fmaxf(det_ciou(gbox, pbox), 0.0f);
-                c.metric = powf(sigmoidf(logit[c.anchor]), cfg->alpha) *
-                           powf(c.iou, cfg->beta);
+                c.metric = align_metric(l, cfg, p, box, g, c.anchor, &c.iou);
                 topk_insert(list, &n, cfg->topk, c);
             }
         }
@@ -243,63 +275,111 @@ static int select_candidates(const struct det_layout *l,
     return n;
 }
 
-/* Assign one image: p is its prediction, g its n ground-truth boxes,
- * g_index the index of g[0] in the batch, t its targets. */
+/* Give anchor a, named by the top-k lists of several boxes, to the box
+ * with the highest CIoU among all boxes of the image that contain its
+ * point (ties: lower box index). This is Ultralytics' rule (v8.x
+ * select_highest_overlaps, an argmax over every box's CIoU), so the
+ * winner may be a box whose own top k did not include the anchor.
+ * NOTE: when all those CIoUs are 0, Ultralytics' argmax returns the
+ * image's first box even if it does not contain the point; here the
+ * first box that contains it wins. */
+static void resolve_contested(const struct det_layout *l,
+                              const struct det_loss_config *cfg,
+                              const struct image_assign *img, int a)
+{
+    float ax, ay;
+    float s = (float)l->stride[anchor_point(l, a, &ax, &ay)];
+    int winner = -1;
+    float best_iou = 0.0f;
+
+    ax *= s;
+    ay *= s;
+    for (int j = 0; j < img->n; j++) {
+        if (!point_in_box(ax, ay, &img->g[j]))
+            continue;
+
+        float iou;
+        float metric =
+            align_metric(l, cfg, img->p, img->box, &img->g[j], a, &iou);
+        if (winner < 0 || iou > best_iou) {
+            winner = j;
+            best_iou = iou;
+            img->claim_metric[a] = metric;
+        }
+    }
+    img->t[a].gt = img->g_index + winner;
+    img->claim_iou[a] = best_iou;
+}
+
+/* Run the assigner on one image. */
 static void assign_image(const struct det_layout *l,
-                         const struct det_loss_config *cfg, const float *p,
-                         const struct det_gt *g, int n, int g_index, float *box,
-                         float *claim_iou, float *claim_metric,
-                         struct candidate *cand, struct det_target *t)
+                         const struct det_loss_config *cfg,
+                         const struct image_assign *img)
 {
     size_t anchors = (size_t)l->anchors;
+    int topk = cfg->topk;
 
     for (size_t a = 0; a < anchors; a++) {
-        t[a].gt = -1;
-        t[a].score = 0.0f;
+        img->t[a].gt = -1;
+        img->t[a].score = 0.0f;
     }
-    if (n == 0)
+    if (img->n == 0)
         return;
 
     /* Boxes are decoded on first use, because most anchors lie in no
      * ground-truth box. */
-    for (size_t a = 0; a < anchors; a++)
-        box[a * 4] = NAN;
+    for (size_t a = 0; a < anchors; a++) {
+        img->box[a * 4] = NAN;
+        img->claims[a] = 0;
+    }
 
-    /* Claims: a later box takes an anchor only with a strictly higher
-     * CIoU, so ties go to the lower box index. */
-    for (int j = 0; j < n; j++) {
-        struct candidate *list = cand + (size_t)j * cfg->topk;
-        int k = select_candidates(l, cfg, p, box, &g[j], list);
+    /* Top k of each box. An anchor named by one list goes to that box. */
+    for (int j = 0; j < img->n; j++) {
+        struct candidate *list = img->cand + (size_t)j * topk;
+        int k = select_candidates(l, cfg, img->p, img->box, &img->g[j], list);
 
-        for (int i = k; i < cfg->topk; i++)
+        for (int i = k; i < topk; i++)
             list[i].anchor = -1;
         for (int i = 0; i < k; i++) {
             int a = list[i].anchor;
-            if (t[a].gt < 0 || list[i].iou > claim_iou[a]) {
-                t[a].gt = g_index + j;
-                claim_iou[a] = list[i].iou;
-                claim_metric[a] = list[i].metric;
+            if (img->claims[a]++ == 0) {
+                img->t[a].gt = img->g_index + j;
+                img->claim_iou[a] = list[i].iou;
+                img->claim_metric[a] = list[i].metric;
             }
         }
     }
 
-    /* Soft targets, normalised over each box's final positives. */
-    for (int j = 0; j < n; j++) {
-        struct candidate *list = cand + (size_t)j * cfg->topk;
-        float best_metric = 0.0f, best_iou = 0.0f;
+    /* Every positive is in some list, so the lists visit them all. An
+     * anchor in several lists is resolved once and then counts as 1. */
+    size_t entries = (size_t)img->n * topk;
+    for (size_t e = 0; e < entries; e++) {
+        int a = img->cand[e].anchor;
+        if (a >= 0 && img->claims[a] > 1) {
+            resolve_contested(l, cfg, img, a);
+            img->claims[a] = 1;
+        }
+    }
 
-        for (int i = 0; i < cfg->topk && list[i].anchor >= 0; i++) {
-            if (t[list[i].anchor].gt != g_index + j)
-                continue;
-            best_metric = fmaxf(best_metric, list[i].metric);
-            best_iou = fmaxf(best_iou, list[i].iou);
-        }
-        for (int i = 0; i < cfg->topk && list[i].anchor >= 0; i++) {
-            int a = list[i].anchor;
-            if (t[a].gt == g_index + j)
-                t[a].score =
-                    claim_metric[a] * best_iou / (best_metric + ASSIGN_EPS);
-        }
+    /* Soft targets: metric / (best metric of the box + eps) * best CIoU of
+     * the box, both over the box's final positives. */
+    for (int j = 0; j < 2 * img->n; j++)
+        img->best[j] = 0.0f;
+    for (size_t e = 0; e < entries; e++) {
+        int a = img->cand[e].anchor;
+        if (a < 0)
+            continue;
+        float *best = img->best + 2 * (img->t[a].gt - img->g_index);
+        best[0] = fmaxf(best[0], img->claim_metric[a]);
+        best[1] = fmaxf(best[1], img->claim_iou[a]);
+    }
+    for (size_t e = 0; e < entries; e++) {
+        int a = img->cand[e].anchor;
+        if (a < 0)
+            continue;
+        const float *best = img->best + 2 * (img->t[a].gt - img->g_index);
+        img->t[a].score =
+            img->claim_metric[a] * best[1] / (best[0] + ASSIGN_EPS);
     }
 }
 
@@ -317,12 +397,14 @@ static size_t assign_scratch_size(const struct det_layout *l, int batch,
     size_t per_image = (size_t)l->anchors * sizeof(float);
 
     return cpu_align64(per_image * 4 * (size_t)batch) +
-           2 * cpu_align64(per_image * (size_t)batch) +
+           3 * cpu_align64(per_image * (size_t)batch) +
+           cpu_align64(sizeof(float) * 2 * (size_t)ngt + 1) +
            cpu_align64(sizeof(struct candidate) * (size_t)ngt * topk + 1);
 }
 
-static struct assign_scratch
-assign_scratch_carve(void *block, const struct det_layout *l, int batch)
+static struct assign_scratch assign_scratch_carve(void *block,
+                                                  const struct det_layout *l,
+                                                  int batch, int ngt)
 {
     struct assign_scratch s;
     size_t per_image = (size_t)l->anchors * sizeof(float);
@@ -334,6 +416,10 @@ assign_scratch_carve(void *block, const struct det_layout *l, int batch)
     p += cpu_align64(per_image * (size_t)batch);
     s.claim_metric = (float *)p;
     p += cpu_align64(per_image * (size_t)batch);
+    s.claims = (int *)p;
+    p += cpu_align64(per_image * (size_t)batch);
+    s.best = (float *)p;
+    p += cpu_align64(sizeof(float) * 2 * (size_t)ngt + 1);
     s.cand = (struct candidate *)p;
     return s;
 }
@@ -356,10 +442,20 @@ static void assign_batch(struct kctx *ctx, const struct det_layout *l,
         int end = gt_first(gt, ngt, b + 1);
         size_t off = (size_t)b * anchors;
 
-        assign_image(l, &c, pred + (size_t)b * no * anchors, gt + first,
-                     end - first, first, s->box + off * 4, s->claim_iou + off,
-                     s->claim_metric + off, s->cand + (size_t)first * c.topk,
-                     targets + off);
+        struct image_assign img = {
+            pred + (size_t)b * no * anchors,
+            gt + first,
+            end - first,
+            first,
+            s->box + off * 4,
+            s->claim_iou + off,
+            s->claim_metric + off,
+            s->claims + off,
+            s->best + (size_t)first * 2,
+            s->cand + (size_t)first * c.topk,
+            targets + off,
+        };
+        assign_image(l, &c, &img);
     }
 }
 
@@ -375,7 +471,7 @@ int det_loss_assign(struct kctx *ctx, const struct det_layout *layout,
     int topk = stored_topk(layout, cfg);
     void *block =
         cpu_kctx_workspace(ctx, assign_scratch_size(layout, batch, ngt, topk));
-    struct assign_scratch s = assign_scratch_carve(block, layout, batch);
+    struct assign_scratch s = assign_scratch_carve(block, layout, batch, ngt);
 
     assign_batch(ctx, layout, cfg, batch, pred, gt, ngt, &s, targets);
     return 0;
@@ -655,8 +751,8 @@ int cpu_det_loss_forward_backward(struct kctx *ctx,
                  assign_scratch_size(layout, batch, ngt, topk));
     struct det_target *targets = (struct det_target *)block;
     struct image_sums *sums = (struct image_sums *)(block + targets_size);
-    struct assign_scratch s =
-        assign_scratch_carve(block + targets_size + sums_size, layout, batch);
+    struct assign_scratch s = assign_scratch_carve(
+        block + targets_size + sums_size, layout, batch, ngt);
 
     assign_batch(ctx, layout, cfg, batch, pred, gt, ngt, &s, targets);
     apply_batch(ctx, layout, cfg, batch, pred, gt, targets, scale, dpred, sums,

@@ -8,11 +8,11 @@
  *
  * 1. assign_kernel, one block per image. The threads decode the image's
  *    boxes, then take the image's ground-truth boxes one after another:
- *    they score every anchor, pick the top k by repeated block-wide
- *    argmax (ties: lower anchor index, the order of the CPU's scan), and
- *    thread 0 applies the claims in box order, so a later box takes an
- *    anchor only with a strictly higher CIoU. Last, one thread per box
- *    normalises its positives' targets.
+ *    they score every anchor and pick the top k by repeated block-wide
+ *    argmax (ties: lower anchor index, the order of the CPU's scan).
+ *    Thread 0 then gives each listed anchor its box, resolves anchors
+ *    that several lists name, and computes the soft targets, because the
+ *    lists are short (topk entries per box).
  * 2. The normaliser, max(sum of targets, 1), goes back to the host, which
  *    needs it for the gradient scales.
  * 3. BCE over every anchor and class, as a flat sum whose terms also write
@@ -23,8 +23,8 @@
  * Every sum uses the fixed-order reductions of reduce.cuh, without
  * atomics, so a run repeats bit for bit. expf, atanf and powf are not
  * correctly rounded on either side, so values differ from the CPU's by a
- * few float ulp; an assignment could differ only where two metrics or
- * CIoUs tie to within that.
+ * few float ulp. The assignment can therefore differ only where two
+ * metrics or CIoUs are within that of each other.
  *
  * All scratch (the boxes, targets, per-anchor terms and partial sums)
  * comes from one workspace request, because each request may move the
@@ -32,7 +32,6 @@
  */
 #include <errno.h>
 #include <math.h>
-#include <string.h>
 
 #include "internal.h"
 #include "reduce.cuh"
@@ -54,24 +53,26 @@ struct candidate {
 
 /* Device scratch, carved from one workspace block. */
 struct det_scratch {
-    struct det_gt *gt;        /* [ngt] copy of the host boxes */
+    struct det_gt *gt;          /* [ngt] copy of the host boxes */
     struct det_target *targets; /* [batch, anchors] */
-    float *box;               /* [batch, anchors, 4] decoded boxes, pixels */
-    float *claim_iou;         /* [batch, anchors] */
-    float *claim_metric;      /* [batch, anchors] */
-    float *score_tmp;         /* [batch, anchors] metric of one box, -1
-                                 outside it */
-    float *iou_tmp;           /* [batch, anchors] */
-    struct candidate *cand;   /* [ngt, topk] */
-    double *box_term;         /* [batch, anchors] */
-    double *dfl_term;         /* [batch, anchors] */
-    double *partials;         /* REDUCE_BLOCKS_MAX */
-    double *totals;           /* 5: targets, cls, box, dfl, positives */
+    float *box;                 /* [batch, anchors, 4] decoded boxes, pixels */
+    float *claim_iou;           /* [batch, anchors] CIoU of the owner */
+    float *claim_metric;        /* [batch, anchors] its alignment metric */
+    int *claims;                /* [batch, anchors] top-k lists naming it */
+    float *best;                /* [ngt, 2] best metric and CIoU of a box */
+    float *score_tmp;           /* [batch, anchors] metric of one box, -1
+                                   outside it */
+    float *iou_tmp;             /* [batch, anchors] */
+    struct candidate *cand;     /* [ngt, topk] */
+    double *box_term;           /* [batch, anchors] */
+    double *dfl_term;           /* [batch, anchors] */
+    double *partials;           /* REDUCE_BLOCKS_MAX */
+    double *totals;             /* 5: targets, cls, box, dfl, positives */
 };
 
 /* ---- Shared device helpers ---------------------------------------------- */
 
-/* det_outputs of kernels/detect.h, which is host code. */
+/* Channels per anchor, as det_outputs (host code) computes them. */
 static __device__ __forceinline__ size_t outputs(const struct det_layout &l)
 {
     return (size_t)(4 * l.reg_max + l.nc);
@@ -92,8 +93,8 @@ static __device__ int gt_first(const struct det_gt *gt, int ngt, int image)
     return lo;
 }
 
-static __device__ int anchor_point(const struct det_layout &l, int a,
-                                   float *x, float *y)
+static __device__ int anchor_point(const struct det_layout &l, int a, float *x,
+                                   float *y)
 {
     int lv = l.nlevels - 1;
 
@@ -188,9 +189,9 @@ static __device__ int block_argmax(const float *score, int anchors)
             float os = best_score[threadIdx.x + half];
             int oi = best_index[threadIdx.x + half];
             int mine = best_index[threadIdx.x];
-            bool better = oi >= 0 &&
-                          (mine < 0 || os > best_score[threadIdx.x] ||
-                           (os == best_score[threadIdx.x] && oi < mine));
+            bool better =
+                oi >= 0 && (mine < 0 || os > best_score[threadIdx.x] ||
+                            (os == best_score[threadIdx.x] && oi < mine));
             if (better) {
                 best_score[threadIdx.x] = os;
                 best_index[threadIdx.x] = oi;
@@ -203,6 +204,40 @@ static __device__ int block_argmax(const float *score, int anchors)
     return winner;
 }
 
+/* Whether the point (ax, ay) in pixels lies inside box g by more than
+ * ASSIGN_EPS, the candidate test. */
+static __device__ bool point_in_box(float ax, float ay, const struct det_gt &g)
+{
+    float margin =
+        fminf(fminf(ax - g.x1, ay - g.y1), fminf(g.x2 - ax, g.y2 - ay));
+
+    return margin > ASSIGN_EPS;
+}
+
+/* Anchor a's point in pixels. */
+static __device__ void point_px(const struct det_layout &l, int a, float *x,
+                                float *y)
+{
+    float s = (float)l.stride[anchor_point(l, a, x, y)];
+
+    *x *= s;
+    *y *= s;
+}
+
+/* Alignment metric of anchor a (decoded box in box) for box g; the CIoU,
+ * clamped at 0, goes to *iou. */
+static __device__ float align_metric(const struct det_layout &l,
+                                     const struct det_loss_config &cfg,
+                                     const float *p, const float *box,
+                                     const struct det_gt &g, int a, float *iou)
+{
+    size_t logit = (size_t)(4 * l.reg_max + g.cls) * l.anchors + a;
+    float gbox[4] = {g.x1, g.y1, g.x2, g.y2};
+
+    *iou = fmaxf(ciou_f(gbox, box + (size_t)a * 4), 0.0f);
+    return powf(sigmoid_f(p[logit]), cfg.alpha) * powf(*iou, cfg.beta);
+}
+
 /* Score every anchor of the image against box g: the alignment metric for
  * anchors whose point lies strictly inside g, -1 for the others. */
 static __device__ void score_anchors(const struct det_layout &l,
@@ -211,23 +246,102 @@ static __device__ void score_anchors(const struct det_layout &l,
                                      const struct det_gt &g, float *score,
                                      float *iou)
 {
-    size_t anchors = (size_t)l.anchors;
-    const float *logit = p + (size_t)(4 * l.reg_max + g.cls) * anchors;
-    float gbox[4] = {g.x1, g.y1, g.x2, g.y2};
-
     for (int a = threadIdx.x; a < l.anchors; a += blockDim.x) {
-        float gx, gy;
-        float s = (float)l.stride[anchor_point(l, a, &gx, &gy)];
-        float ax = gx * s, ay = gy * s;
-        float margin = fminf(fminf(ax - g.x1, ay - g.y1),
-                             fminf(g.x2 - ax, g.y2 - ay));
-        if (!(margin > ASSIGN_EPS)) {
+        float ax, ay;
+
+        point_px(l, a, &ax, &ay);
+        if (point_in_box(ax, ay, g))
+            score[a] = align_metric(l, cfg, p, box, g, a, &iou[a]);
+        else
             score[a] = -1.0f;
+    }
+}
+
+/* Per-image pointers of the assigner. gt is the batch's boxes, of which
+ * the image has g0 .. g1 - 1. */
+struct image_assign {
+    const float *p;
+    const struct det_gt *gt;
+    int g0, g1;
+    float *box, *claim_iou, *claim_metric;
+    int *claims;
+    struct det_target *t;
+};
+
+/* Give anchor a, named by several top-k lists, to the box with the highest
+ * CIoU among all boxes of the image that contain its point (ties: lower
+ * box index), as resolve_contested of the CPU kernel does. */
+static __device__ void resolve_contested(const struct det_layout &l,
+                                         const struct det_loss_config &cfg,
+                                         const struct image_assign &img, int a)
+{
+    float ax, ay, best_iou = 0.0f;
+    int winner = -1;
+
+    point_px(l, a, &ax, &ay);
+    for (int j = img.g0; j < img.g1; j++) {
+        if (!point_in_box(ax, ay, img.gt[j]))
             continue;
+
+        float iou;
+        float metric = align_metric(l, cfg, img.p, img.box, img.gt[j], a, &iou);
+        if (winner < 0 || iou > best_iou) {
+            winner = j;
+            best_iou = iou;
+            img.claim_metric[a] = metric;
         }
-        float o = fmaxf(ciou_f(gbox, box + (size_t)a * 4), 0.0f);
-        iou[a] = o;
-        score[a] = powf(sigmoid_f(logit[a]), cfg.alpha) * powf(o, cfg.beta);
+    }
+    img.t[a].gt = winner;
+    img.claim_iou[a] = best_iou;
+}
+
+/* Claims, contested anchors and soft targets of one image, after the
+ * top-k lists; run by one thread, because the lists are short. */
+static __device__ void finish_image(const struct det_layout &l,
+                                    const struct det_loss_config &cfg,
+                                    const struct image_assign &img,
+                                    const struct candidate *cand, float *best)
+{
+    size_t first = (size_t)img.g0 * cfg.topk;
+    size_t end = (size_t)img.g1 * cfg.topk;
+
+    /* An anchor named by one list goes to that box. */
+    for (size_t e = first; e < end; e++) {
+        int a = cand[e].anchor;
+        if (a >= 0 && img.claims[a]++ == 0) {
+            img.t[a].gt = (int)(e / cfg.topk);
+            img.claim_iou[a] = cand[e].iou;
+            img.claim_metric[a] = cand[e].metric;
+        }
+    }
+    for (size_t e = first; e < end; e++) {
+        int a = cand[e].anchor;
+        if (a >= 0 && img.claims[a] > 1) {
+            resolve_contested(l, cfg, img, a);
+            img.claims[a] = 1;
+        }
+    }
+
+    /* Soft targets over each box's final positives; every positive is in
+     * some list. */
+    for (int j = img.g0; j < img.g1; j++) {
+        best[2 * j] = 0.0f;
+        best[2 * j + 1] = 0.0f;
+    }
+    for (size_t e = first; e < end; e++) {
+        int a = cand[e].anchor;
+        if (a < 0)
+            continue;
+        float *b = best + 2 * img.t[a].gt;
+        b[0] = fmaxf(b[0], img.claim_metric[a]);
+        b[1] = fmaxf(b[1], img.claim_iou[a]);
+    }
+    for (size_t e = first; e < end; e++) {
+        int a = cand[e].anchor;
+        if (a < 0)
+            continue;
+        const float *b = best + 2 * img.t[a].gt;
+        img.t[a].score = img.claim_metric[a] * b[1] / (b[0] + ASSIGN_EPS);
     }
 }
 
@@ -237,29 +351,35 @@ static __global__ void assign_kernel(struct det_layout l,
                                      struct det_scratch s)
 {
     const int b = blockIdx.x;
-    const size_t anchors = (size_t)l.anchors;
-    const size_t off = (size_t)b * anchors;
-    const float *p = pred + off * outputs(l);
-    struct det_target *t = s.targets + off;
-    float *box = s.box + off * 4;
+    const size_t off = (size_t)b * l.anchors;
+    struct image_assign img;
+
+    img.p = pred + off * outputs(l);
+    img.gt = s.gt;
+    img.g0 = gt_first(s.gt, ngt, b);
+    img.g1 = gt_first(s.gt, ngt, b + 1);
+    img.box = s.box + off * 4;
+    img.claim_iou = s.claim_iou + off;
+    img.claim_metric = s.claim_metric + off;
+    img.claims = s.claims + off;
+    img.t = s.targets + off;
     float *score = s.score_tmp + off;
     float *iou = s.iou_tmp + off;
-    float *claim_iou = s.claim_iou + off;
-    float *claim_metric = s.claim_metric + off;
-    const int g0 = gt_first(s.gt, ngt, b), g1 = gt_first(s.gt, ngt, b + 1);
 
     for (int a = threadIdx.x; a < l.anchors; a += blockDim.x) {
-        t[a].gt = -1;
-        t[a].score = 0.0f;
-        if (g1 > g0)
-            decode_box(l, p, a, box + (size_t)a * 4);
+        img.t[a].gt = -1;
+        img.t[a].score = 0.0f;
+        img.claims[a] = 0;
+        if (img.g1 > img.g0)
+            decode_box(l, img.p, a, img.box + (size_t)a * 4);
     }
     __syncthreads();
 
-    for (int j = g0; j < g1; j++) {
+    /* Top k of each box by repeated argmax. */
+    for (int j = img.g0; j < img.g1; j++) {
         struct candidate *list = s.cand + (size_t)j * cfg.topk;
 
-        score_anchors(l, cfg, p, box, s.gt[j], score, iou);
+        score_anchors(l, cfg, img.p, img.box, s.gt[j], score, iou);
         __syncthreads();
         for (int i = 0; i < cfg.topk; i++) {
             int a = block_argmax(score, l.anchors);
@@ -273,44 +393,13 @@ static __global__ void assign_kernel(struct det_layout l,
             }
             __syncthreads();
         }
-
-        /* Claims, in box order: ties go to the lower box index. */
-        if (threadIdx.x == 0) {
-            for (int i = 0; i < cfg.topk && list[i].anchor >= 0; i++) {
-                int a = list[i].anchor;
-                if (t[a].gt < 0 || list[i].iou > claim_iou[a]) {
-                    t[a].gt = j;
-                    claim_iou[a] = list[i].iou;
-                    claim_metric[a] = list[i].metric;
-                }
-            }
-        }
-        __syncthreads();
     }
 
-    /* Soft targets, normalised over each box's final positives. A box's
-     * positives belong to it alone, so the threads write disjoint
-     * anchors. */
-    for (int j = g0 + threadIdx.x; j < g1; j += blockDim.x) {
-        const struct candidate *list = s.cand + (size_t)j * cfg.topk;
-        float best_metric = 0.0f, best_iou = 0.0f;
-
-        for (int i = 0; i < cfg.topk && list[i].anchor >= 0; i++) {
-            if (t[list[i].anchor].gt != j)
-                continue;
-            best_metric = fmaxf(best_metric, list[i].metric);
-            best_iou = fmaxf(best_iou, list[i].iou);
-        }
-        for (int i = 0; i < cfg.topk && list[i].anchor >= 0; i++) {
-            int a = list[i].anchor;
-            if (t[a].gt == j)
-                t[a].score =
-                    claim_metric[a] * best_iou / (best_metric + ASSIGN_EPS);
-        }
-    }
+    if (threadIdx.x == 0)
+        finish_image(l, cfg, img, s.cand, s.best);
 }
 
-/* ---- Loss terms ----------------------------------------------------------- */
+/* ---- Loss terms --------------------------------------------------------- */
 
 /* Soft target of each positive, 0 for negatives. */
 struct target_terms {
@@ -373,8 +462,7 @@ struct bce_terms {
 
 /* CIoU of p against t and its gradient with respect to p, alpha held
  * constant: ciou_grad of the CPU kernel. */
-static __device__ double ciou_grad(const double *p, const double *t,
-                                   double *dp)
+static __device__ double ciou_grad(const double *p, const double *t, double *dp)
 {
     double w1 = p[2] - p[0], h1 = p[3] - p[1] + CIOU_EPS;
     double w2 = t[2] - t[0], h2 = t[3] - t[1] + CIOU_EPS;
@@ -422,13 +510,11 @@ static __device__ double ciou_grad(const double *p, const double *t,
 
 /* One thread per (image, anchor): box and DFL terms of a positive and its
  * distribution gradient; a negative gets zeros. */
-static __global__ void box_dfl_kernel(struct det_layout l, int batch,
-                                      const float *pred,
-                                      const struct det_gt *gt,
-                                      const struct det_target *targets,
-                                      double box_scale, double dfl_scale,
-                                      float *dpred, double *box_term,
-                                      double *dfl_term)
+static __global__ void
+box_dfl_kernel(struct det_layout l, int batch, const float *pred,
+               const struct det_gt *gt, const struct det_target *targets,
+               double box_scale, double dfl_scale, float *dpred,
+               double *box_term, double *dfl_term)
 {
     const size_t anchors = (size_t)l.anchors;
     const size_t n = (size_t)batch * anchors;
@@ -476,8 +562,7 @@ static __global__ void box_dfl_kernel(struct det_layout l, int batch,
 
         const struct det_gt &g = gt[t.gt];
         float sf = (float)s;
-        double pb[4] = {ax - dist[0], ay - dist[1], ax + dist[2],
-                        ay + dist[3]};
+        double pb[4] = {ax - dist[0], ay - dist[1], ax + dist[2], ay + dist[3]};
         double tb[4] = {(double)(g.x1 / sf), (double)(g.y1 / sf),
                         (double)(g.x2 / sf), (double)(g.y2 / sf)};
         double dc[4];
@@ -503,8 +588,7 @@ static __global__ void box_dfl_kernel(struct det_layout l, int batch,
             double g_dfl = dfl_scale * w / 4;
             double g_box = box_scale * d_dist[side];
             for (int k = 0; k < reg_max; k++) {
-                double onehot =
-                    (k == left ? wl : 0) + (k == left + 1 ? wr : 0);
+                double onehot = (k == left ? wl : 0) + (k == left + 1 ? wr : 0);
                 double d = g_box * prob[side][k] * (k - dist[side]) +
                            g_dfl * (prob[side][k] - onehot);
                 dz[k * anchors] = (float)d;
@@ -514,7 +598,7 @@ static __global__ void box_dfl_kernel(struct det_layout l, int batch,
     }
 }
 
-/* ---- Host side ------------------------------------------------------------- */
+/* ---- Host side ---------------------------------------------------------- */
 
 static size_t align256(size_t bytes)
 {
@@ -550,41 +634,45 @@ static int queue_sum(struct cuda_state *st, Terms terms, size_t n,
         terms, n, per_block, partials);
     if (LAUNCH_FAILED(st))
         return 1;
-    flat_total_kernel<<<1, CUDA_BLOCK, 0, st->stream>>>(partials,
-                                                         (int)blocks, total);
+    flat_total_kernel<<<1, CUDA_BLOCK, 0, st->stream>>>(partials, (int)blocks,
+                                                        total);
     return LAUNCH_FAILED(st);
 }
 
 /* Carve the scratch out of block (NULL: only measure). Returns its size. */
-static size_t carve(void *block, const struct det_layout *l, int batch,
-                    int ngt, int topk, struct det_scratch *s)
+static size_t carve(void *block, const struct det_layout *l, int batch, int ngt,
+                    int topk, struct det_scratch *s)
 {
     size_t n = (size_t)batch * l->anchors;
-    size_t sizes[12] = {
-        sizeof(struct det_gt) * (size_t)(ngt > 0 ? ngt : 1),
+    size_t boxes = (size_t)(ngt > 0 ? ngt : 1);
+    size_t sizes[14] = {
+        sizeof(struct det_gt) * boxes,
         sizeof(struct det_target) * n,
         sizeof(float) * n * 4,
         sizeof(float) * n,
         sizeof(float) * n,
+        sizeof(int) * n,
+        sizeof(float) * 2 * boxes,
         sizeof(float) * n,
         sizeof(float) * n,
-        sizeof(struct candidate) * (size_t)(ngt > 0 ? ngt : 1) * topk,
+        sizeof(struct candidate) * boxes * topk,
         sizeof(double) * n,
         sizeof(double) * n,
         sizeof(double) * REDUCE_BLOCKS_MAX,
         sizeof(double) * 5,
     };
-    void **slots[12] = {
-        (void **)&s->gt,        (void **)&s->targets,   (void **)&s->box,
-        (void **)&s->claim_iou, (void **)&s->claim_metric,
-        (void **)&s->score_tmp, (void **)&s->iou_tmp,
-        (void **)&s->cand,      (void **)&s->box_term,
-        (void **)&s->dfl_term,  (void **)&s->partials,
-        (void **)&s->totals,
+    void **slots[14] = {
+        (void **)&s->gt,           (void **)&s->targets,
+        (void **)&s->box,          (void **)&s->claim_iou,
+        (void **)&s->claim_metric, (void **)&s->claims,
+        (void **)&s->best,         (void **)&s->score_tmp,
+        (void **)&s->iou_tmp,      (void **)&s->cand,
+        (void **)&s->box_term,     (void **)&s->dfl_term,
+        (void **)&s->partials,     (void **)&s->totals,
     };
     size_t at = 0;
 
-    for (int i = 0; i < 12; i++) {
+    for (int i = 0; i < 14; i++) {
         if (block != NULL)
             *slots[i] = (char *)block + at;
         at += align256(sizes[i]);
@@ -610,8 +698,8 @@ static int queue_loss(struct cuda_state *st, const struct det_layout *l,
                       const struct det_scratch *s)
 {
     size_t n = (size_t)batch * l->anchors;
-    struct bce_terms bce = {*l,        pred, s->gt, s->targets,
-                            (float)(cfg->cls * common), dpred};
+    struct bce_terms bce = {
+        *l, pred, s->gt, s->targets, (float)(cfg->cls * common), dpred};
 
     if (queue_sum(st, bce, n * l->nc, s->partials, s->totals + 1))
         return 1;
@@ -622,21 +710,22 @@ static int queue_loss(struct cuda_state *st, const struct det_layout *l,
         return 1;
     if (queue_sum(st, double_terms{s->box_term}, n, s->partials,
                   s->totals + 2) ||
-        queue_sum(st, double_terms{s->dfl_term}, n, s->partials,
-                  s->totals + 3))
+        queue_sum(st, double_terms{s->dfl_term}, n, s->partials, s->totals + 3))
         return 1;
     return queue_sum(st, positive_terms{s->targets}, n, s->partials,
                      s->totals + 4);
 }
 
 /* Besides the codes of kernels/detect.h, returns -EINVAL for the invalid
- * arguments that det_loss_check lists, and the code of a CUDA failure
- * (also recorded in the kctx). */
-extern "C" int cuda_det_loss_forward_backward(
-    struct kctx *ctx, const struct det_layout *layout,
-    const struct det_loss_config *cfg, int batch, const float *pred,
-    const struct det_gt *gt, int ngt, float scale, float *dpred,
-    struct det_loss_result *result)
+ * arguments that det_loss_check lists, and -EIO after a CUDA failure,
+ * whose details cuda_kctx_status then returns. */
+extern "C" int cuda_det_loss_forward_backward(struct kctx *ctx,
+                                              const struct det_layout *layout,
+                                              const struct det_loss_config *cfg,
+                                              int batch, const float *pred,
+                                              const struct det_gt *gt, int ngt,
+                                              float scale, float *dpred,
+                                              struct det_loss_result *result)
 {
     struct cuda_state *st = cuda_state_of(ctx);
     int rc = det_loss_check(layout, cfg, batch, gt, ngt);
@@ -661,7 +750,7 @@ extern "C" int cuda_det_loss_forward_backward(
                                         cudaMemcpyHostToDevice, st->stream)))
         return -EIO;
     assign_kernel<<<batch, CUDA_BLOCK, 0, st->stream>>>(*layout, c, pred, ngt,
-                                                    s);
+                                                        s);
     if (LAUNCH_FAILED(st))
         return -EIO;
 

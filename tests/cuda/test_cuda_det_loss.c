@@ -6,14 +6,15 @@
  * Both sides get the same random predictions and boxes (fixed seeds) on
  * several layouts, and must agree within tolerances of the kind that
  * tests/cuda/test_cuda_kernels.c explains. The assigner decodes boxes and
- * scores anchors in float on both sides, with expf, atanf and powf, which
- * are not correctly rounded in either libm, and nvcc may fuse a * b + c
- * into one FMA where gcc does not. Those few-ulp differences grow about 6
- * times through the metric's CIoU^6, so soft targets differ by up to about
- * 1e-6 relative. Hence rtol 1e-5 on the loss parts, and atol 1e-6 + rtol
- * 1e-4 on the gradient (whose largest values are of order 1). The number
- * of positives must match exactly: a different assignment would change
- * the loss by far more.
+ * scores anchors in float on both sides. expf, atanf and powf are not
+ * correctly rounded in either libm, and nvcc may fuse a * b + c into one
+ * FMA where gcc does not. The metric's CIoU^6 multiplies those few-ulp
+ * differences by about 6, so soft targets differ by an estimated 1e-6
+ * relative at most. Hence rtol 1e-5 on the loss parts, and atol 1e-6 +
+ * rtol 1e-4 on the gradient (whose largest values are of order 1). The
+ * number of positives must match exactly, because both sides apply the
+ * same rules; only two metrics or CIoUs within a few ulp of each other
+ * could make them choose differently.
  *
  * Without a usable CUDA device each test that needs one prints
  * "SKIP cuda: ..." with the reason and is reported as skipped.
@@ -168,9 +169,8 @@ static void make_input(const struct loss_case *c, struct loss_input *in)
 {
     static const int strides[3] = {8, 16, 32};
 
-    assert_int_equal(det_layout_init(&in->l, c->nc, c->img, c->img, strides,
-                                     c->nlevels),
-                     0);
+    assert_int_equal(
+        det_layout_init(&in->l, c->nc, c->img, c->img, strides, c->nlevels), 0);
     rng_state = c->seed;
     in->n = (size_t)c->batch * det_outputs(&in->l) * in->l.anchors;
     in->pred = host_floats(in->n);
@@ -183,8 +183,7 @@ static void make_input(const struct loss_case *c, struct loss_input *in)
             in->pred[i] = rng_uniform(-3.0f, 1.0f);
     }
 
-    in->gt = calloc((size_t)c->batch * c->boxes_per_image + 1,
-                    sizeof(*in->gt));
+    in->gt = calloc((size_t)c->batch * c->boxes_per_image + 1, sizeof(*in->gt));
     assert_non_null(in->gt);
     in->ngt = 0;
     for (int b = 0; b < c->batch; b++) {
@@ -213,10 +212,10 @@ static void free_input(struct loss_input *in)
     free(in->gt);
 }
 
-/* |a - b| <= atol + rtol |b| for every element; prints the worst. */
+/* Fail unless |actual - expected| <= atol + rtol |expected| for every
+ * element, printing the worst one. */
 static void check_close(const char *what, const float *expected,
-                        const float *actual, size_t n, double atol,
-                        double rtol)
+                        const float *actual, size_t n, double atol, double rtol)
 {
     size_t worst = 0, failures = 0;
     double worst_excess = -INFINITY;
@@ -235,8 +234,8 @@ static void check_close(const char *what, const float *expected,
     if (failures > 0)
         fail_msg("%s: %zu of %zu values differ (atol %g, rtol %g); worst "
                  "at %zu: expected %.9g, actual %.9g",
-                 what, failures, n, atol, rtol, worst,
-                 (double)expected[worst], (double)actual[worst]);
+                 what, failures, n, atol, rtol, worst, (double)expected[worst],
+                 (double)actual[worst]);
 }
 
 static void check_part(const char *what, double expected, double actual)
@@ -245,7 +244,7 @@ static void check_part(const char *what, double expected, double actual)
         fail_msg("%s: expected %.12g, actual %.12g", what, expected, actual);
 }
 
-/* ---- Tests ----------------------------------------------------------------- */
+/* ---- Tests -------------------------------------------------------------- */
 
 static void det_loss_matches_cpu(void **state)
 {
@@ -344,18 +343,18 @@ static void det_loss_repeats_exactly(void **state)
 
     gpu_upload(d_pred, in.pred, sizeof(float) * in.n);
     assert_int_equal(cuda_det_loss_forward_backward(&gpu_ctx, &in.l, &cfg, 4,
-                                                    d_pred, in.gt, in.ngt,
-                                                    1.0f, d_dpred, &first),
+                                                    d_pred, in.gt, in.ngt, 1.0f,
+                                                    d_dpred, &first),
                      0);
     gpu_download(dpred[0], d_dpred, sizeof(float) * in.n);
     assert_int_equal(cuda_det_loss_forward_backward(&gpu_ctx, &in.l, &cfg, 4,
-                                                    d_pred, in.gt, in.ngt,
-                                                    1.0f, d_dpred, &second),
+                                                    d_pred, in.gt, in.ngt, 1.0f,
+                                                    d_dpred, &second),
                      0);
     gpu_download(dpred[1], d_dpred, sizeof(float) * in.n);
     assert_int_equal(cuda_det_loss_forward_backward(&gpu_ctx, &in.l, &cfg, 4,
-                                                    d_pred, in.gt, in.ngt,
-                                                    1.0f, NULL, &no_grad),
+                                                    d_pred, in.gt, in.ngt, 1.0f,
+                                                    NULL, &no_grad),
                      0);
 
     assert_memory_equal(dpred[0], dpred[1], sizeof(float) * in.n);

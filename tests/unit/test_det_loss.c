@@ -7,8 +7,8 @@
  * The hand cases use one level of stride 8 on a 32 x 32 input: a 4 x 4
  * grid whose anchor a = 4 * y + x has its point at (8x + 4, 8y + 4)
  * pixels. Distribution logits of 30 on bin 1 and 0 elsewhere give a side
- * distance of 1 + 104 e^-30 grid units, which is 1 in float, so that such
- * an anchor predicts the 16 x 16 pixel box centred on its point.
+ * distance of 1 + 104 e^-30 grid units, which is 1 in float. Such an
+ * anchor thus predicts the 16 x 16 pixel box centred on its point.
  */
 #include "kernel_check.h"
 
@@ -69,10 +69,10 @@ static float *class_logit(const struct det_layout *l, float *pred, int image,
     return pred_at(l, pred, image, 4 * l->reg_max + cls, a);
 }
 
-/* The 4 x 4 grid with 2 classes where every anchor predicts the 16 x 16
- * box around its point, and sigmoid of class 0 is 0.75 at anchor 0, 0.25
- * at anchor 4 and 0.5 elsewhere (logits ln 3, -ln 3, 0); class 1 is 0.5
- * everywhere. */
+/* Build the 4 x 4 grid with 2 classes where every anchor predicts the
+ * 16 x 16 box around its point. Sigmoid of class 0 is 0.75 at anchor 0,
+ * 0.25 at anchor 4 and 0.5 elsewhere (logits ln 3, -ln 3 and 0), and
+ * sigmoid of class 1 is 0.5 everywhere. */
 static float *assign_case(struct det_layout *l)
 {
     grid4(l, 2);
@@ -242,6 +242,47 @@ static void assign_topk_ties(void **state)
     assert_int_equal(t[5].gt, -1);
     CHECK_SCALAR("target of anchor 0", CIOU_A, t[0].score, 1e-6, 0);
     CHECK_SCALAR("target of anchor 1", 0.286838799, t[1].score, 1e-6, 0);
+    free(pred);
+}
+
+static void assign_unlisted_box_wins(void **state)
+{
+    (void)state;
+    struct det_layout l;
+    float *pred = assign_case(&l);
+    /* With top 1, boxes B = (8, 8, 20, 20) and D = (6, 6, 18, 18), class
+     * 0, contain only anchor 5's point and both list it; D's CIoU with
+     * anchor 5's box (4, 4, 20, 20) is 0.5625 (D inside it: 144 / 256,
+     * same centre, v 0), B's 0.546875 (see above). E = (4.5, 4.5, 20.5,
+     * 20.5), class 1, contains anchors 5, 6, 9 and 10. Against anchor 5,
+     * intersection 15.5^2 = 240.25, union 271.75, IoU 0.884085, c^2 =
+     * 544.5, rho^2 = 0.5, so CIoU = 0.883166, the highest of the three.
+     * But anchor 5's class 1 logit is -20, so its metric is sqrt(2.06e-9)
+     * * 0.883166^6 = 2.1543e-5. Anchor 6's box (12, 4, 28, 20) against E:
+     * intersection 8.5 * 15.5 = 131.75, union 380.25, IoU 0.346483, c^2 =
+     * 23.5^2 + 16.5^2 = 824.5, rho^2 = 56.5, CIoU = 0.277956, metric
+     * sqrt(0.5) * 0.277956^6 = 3.2609e-4, tied with anchor 9: E lists
+     * anchor 6. Anchor 5, listed by B and D, goes to E (the highest CIoU
+     * of all boxes that contain it), as in Ultralytics. B and D keep
+     * nothing. E's targets: anchor 6, 3.2609e-4 / (3.2609e-4 + 1e-9) *
+     * 0.883166 = 0.883164, and anchor 5, 2.1543e-5 / 3.2609e-4 * 0.883166
+     * = 0.058346. */
+    struct det_gt gt[] = {{0, 0, 8, 8, 20, 20},
+                          {0, 0, 6, 6, 18, 18},
+                          {0, 1, 4.5f, 4.5f, 20.5f, 20.5f}};
+    struct det_loss_config cfg = det_loss_defaults();
+    struct det_target t[16];
+
+    cfg.topk = 1;
+    *class_logit(&l, pred, 0, 1, 5) = -20.0f;
+    assert_int_equal(det_loss_assign(&ctx, &l, &cfg, 1, pred, gt, 3, t), 0);
+    assert_int_equal(t[5].gt, 2);
+    assert_int_equal(t[6].gt, 2);
+    for (int a = 0; a < 16; a++)
+        if (a != 5 && a != 6)
+            assert_int_equal(t[a].gt, -1);
+    CHECK_SCALAR("target of anchor 6", 0.883163644, t[6].score, 2e-6, 0);
+    CHECK_SCALAR("target of anchor 5", 0.058345626, t[5].score, 0, 1e-4);
     free(pred);
 }
 
@@ -535,10 +576,12 @@ static void threads_give_same_result(void **state)
  * tests/fixtures/det-loss-ref.bin, written by make_det_loss_reference.py
  * (layout in that script). The reference computes in float64 from the same
  * float32 predictions. The C code decodes boxes and scores the assigner in
- * float, and the CIoU^6 of the metric multiplies a relative error of
- * 1e-7 in the CIoU by 6, so soft targets carry errors up to about 1e-6
- * relative; the loss parts are compared with rtol 1e-5 and the gradient
- * with atol 1e-6 + rtol 1e-4 (its largest values are about 0.5). */
+ * float. The metric's CIoU^6 multiplies a relative error of 1e-7 in the
+ * CIoU by 6, so soft targets carry errors of about 1e-6 relative (an
+ * estimate). The loss parts are compared with rtol 1e-5 and the gradient
+ * with atol 1e-6 + rtol 1e-4, its largest values being about 0.5. The
+ * errors measured on this fixture are at most 3.3e-7 relative on the loss
+ * parts and 1.4e-7 absolute on the gradient. */
 
 #define REF_FIXTURE "tests/fixtures/det-loss-ref.bin"
 
@@ -750,6 +793,7 @@ int main(void)
         cmocka_unit_test(assign_one_box),
         cmocka_unit_test(assign_shared_anchor),
         cmocka_unit_test(assign_topk_ties),
+        cmocka_unit_test(assign_unlisted_box_wins),
         cmocka_unit_test(assign_box_without_anchor),
         cmocka_unit_test(dfl_target_on_bin),
         cmocka_unit_test(dfl_target_between_bins),
