@@ -282,9 +282,9 @@ static void background_only_trains(void **state)
     (void)state;
     path_in_workdir(data, sizeof(data), "background");
     write_yaml(data, names, 1);
-    for (int i = 0; i < 8; i++)
-        write_image(data, "train", i, NULL, 0, 0);
     for (int i = 0; i < 4; i++)
+        write_image(data, "train", i, NULL, 0, 0);
+    for (int i = 0; i < 2; i++)
         write_image(data, "val", i, NULL, 0, 0);
     expect_trains("background", data, "batch=4");
 }
@@ -295,7 +295,7 @@ static void one_class_trains(void **state)
 
     (void)state;
     path_in_workdir(data, sizeof(data), "one_class");
-    write_random_set(data, 8, 4, 1);
+    write_random_set(data, 4, 2, 1);
     expect_trains("one_class", data, "batch=4");
 }
 
@@ -315,7 +315,7 @@ static void last_batch_of_one_trains(void **state)
 
     (void)state;
     path_in_workdir(data, sizeof(data), "nine");
-    write_random_set(data, 9, 3, 2);
+    write_random_set(data, 9, 2, 2);
     expect_trains("nine", data, "batch=4");
 }
 
@@ -328,24 +328,25 @@ static void one_pixel_boxes_train(void **state)
     (void)state;
     path_in_workdir(data, sizeof(data), "thin");
     write_yaml(data, names, 2);
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 6; i++) {
         const struct detset_box boxes[] = {
             {0, 4 * i + 2, 5, 1, 30},
             {1, 10, 4 * i + 20, 40, 1},
             {0, 0, 0, 1, 1},
             {1, SIZE - 1, SIZE - 20, 1, 20},
         };
-        write_image(data, i < 6 ? "train" : "val", i < 6 ? i : i - 6, boxes,
+        write_image(data, i < 4 ? "train" : "val", i < 4 ? i : i - 4, boxes,
                     4, 1);
     }
     expect_trains("thin", data, "batch=4");
 }
 
 /* The run that the resume tests compare against: 3 epochs with mosaic
- * on in the first two and off in the last (close_mosaic=1). Batches of 2
- * give 8 per epoch, so the signal has 6 batches of epoch 2 to land in.
- * nbs=4 makes an optimizer step every 2 batches, so the weights change
- * and a stop may fall between two accumulated batches. */
+ * on in the first two and off in the last (close_mosaic=1). 8 images in
+ * batches of 2 give 4 batches per epoch, so the signal can land after
+ * batch 1 or 2 of epoch 2. nbs=4 makes an optimizer step every 2
+ * batches, so the weights change and a stop may fall between two
+ * accumulated batches. */
 static const char *const resume_args[] = {
     "epochs=3", "batch=2", "nbs=4", "close_mosaic=1", "mosaic=1.0",
     "seed=5",   NULL};
@@ -356,7 +357,7 @@ static void results_have_header_and_rows(void **state)
 
     (void)state;
     path_in_workdir(data, sizeof(data), "main");
-    write_random_set(data, 16, 8, 2);
+    write_random_set(data, 8, 4, 2);
     expect_exit(run_train("straight", data, resume_args), 0, "straight");
     expect_results("straight", 3, NULL);
     expect_run_file("straight", "weights/last.ckpt");
@@ -525,14 +526,31 @@ static void detect_model_on_classify_data_fails(void **state)
 
 /* One white square of side 24 to 40 pixels on black per image. The
  * validation split is the same 16 images, so the check is whether the
- * model fits what it trains on. */
+ * model fits what it trains on.
+ *
+ * The bound: with these arguments and seed, mAP50 was 0 in epochs 1-13,
+ * 0.42 in 14, 0.93 in 15 and 0.995 in 16-20 in the -O2 build, whose first
+ * 12 rows matched a sanitizer run's. A run at lr0=0.01 that had not
+ * learned by epoch 12 scored at most 0.032. So a best mAP50 above 0.5 is
+ * far from chance and leaves 4 epochs of slack.
+ *
+ * The run takes 63 s of CPU time in the -O2 build and about three times
+ * that under the sanitizers (an estimate from shorter runs), far over
+ * this file's budget, so it runs only with TRAINYARD_SLOW_TESTS=1. */
 static void model_learns_white_square(void **state)
 {
     static const char *const names[] = {"square"};
     static double rows[20][COLUMNS];
+    const char *slow = getenv("TRAINYARD_SLOW_TESTS");
     char data[PATH_MAX + 32];
 
     (void)state;
+    if (slow == NULL || strcmp(slow, "1") != 0) {
+        printf("SKIP train_det: model_learns_white_square trains 20 epochs; "
+               "set TRAINYARD_SLOW_TESTS=1 to run it\n");
+        fflush(stdout);
+        skip();
+    }
     path_in_workdir(data, sizeof(data), "square");
     write_yaml(data, names, 1);
     for (int s = 0; s < 2; s++) {
@@ -557,9 +575,8 @@ static void model_learns_white_square(void **state)
     double best = 0.0;
     for (int e = 0; e < 20; e++)
         best = fmax(best, rows[e][COL_MAP50]);
-    /* TODO: measure and set the bound. */
     if (!(best > 0.5))
-        fail_msg("best mAP50 %.4f after 20 epochs, expected > 0.5", best);
+        fail_msg("best mAP50 %.4f in 20 epochs, expected > 0.5", best);
 }
 
 int main(void)
