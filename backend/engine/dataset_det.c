@@ -2,11 +2,11 @@
  * Scanning, validation and reporting of detection data sets; the layout
  * and the contract are in dataset_det.h.
  *
- * The scan runs in three steps: locate and parse data.yaml, collect the
- * image paths of each split (folders walked with scandir in byte order,
- * so the order is the same on every run and file system), then, chunk by
- * chunk, decode the images in parallel and validate their label files in
- * scan order. Every problem goes into the report as it is found; only
+ * The scan runs in three steps. It locates and parses data.yaml, then
+ * collects the image paths of each split. Folders are walked with scandir
+ * in byte order, so the order is the same on every run and file system.
+ * Last, chunk by chunk, it decodes the images in parallel and validates
+ * their label files in scan order. Every problem goes into the report as it is found; only
  * running out of memory and the data.yaml errors listed in dataset_det.h
  * stop the scan.
  */
@@ -33,8 +33,8 @@
 /* Maximum depth of subfolders below a split folder. */
 #define MAX_FOLDER_DEPTH 16
 
-/* Report entries kept per rule; later ones are counted in a closing
- * entry, so that a data set with a million bad rows gives a short
+/* Report entries kept per rule. Later ones are only counted in a
+ * closing entry, so a data set with a million bad rows gets a short
  * report. */
 #define PROBLEMS_PER_RULE 100
 
@@ -404,6 +404,17 @@ static int find_yaml_in(const char *folder, char **out, struct error *err)
         }
     }
     free_entries(entries, n);
+    if (found != NULL && yaml_count == 1) {
+        struct stat st;
+
+        if (lstat(found, &st) == 0 && S_ISLNK(st.st_mode)) {
+            error_set(err, -EINVAL, "'%s' is a symbolic link, which is not "
+                      "followed; put the file itself in the data set",
+                      found);
+            free(found);
+            return -EINVAL;
+        }
+    }
     if (yaml_count > 1) {
         free(found);
         return error_set(err, -EINVAL, "data set folder '%s' holds several "
@@ -939,7 +950,9 @@ static bool out_of_range(float v)
 
 static float clip01(float v)
 {
-    return v < 0.0f ? 0.0f : v > 1.0f ? 1.0f : v;
+    if (v < 0.0f)
+        return 0.0f;
+    return v > 1.0f ? 1.0f : v;
 }
 
 /* Validate the edges x1 y1 x2 y2 of one row and fill r. Returns 1 when
@@ -1528,8 +1541,9 @@ static int find_orphans(struct scan *sc, const char *folder, int depth)
             rc = find_orphans(sc, full, depth + 1);
         } else if (lstat(full, &st) == 0 && S_ISREG(st.st_mode) &&
                    strcmp(extension(full), "txt") == 0 &&
-                   bsearch(&full, sc->label_paths, sc->label_count,
-                           sizeof(char *), compare_strings) == NULL) {
+                   (sc->label_count == 0 ||
+                    bsearch(&full, sc->label_paths, sc->label_count,
+                            sizeof(char *), compare_strings) == NULL)) {
             sc->ds->orphan_labels++;
             rc = add_problem(sc, DATASET_DET_WARNING, rel_path(sc->ds, full),
                              0, "label_without_image", "ignored",
@@ -1567,7 +1581,9 @@ static int report_orphans(struct scan *sc, char **folders, int count)
 {
     int rc = 0;
 
-    qsort(sc->label_paths, sc->label_count, sizeof(char *), compare_strings);
+    if (sc->label_count > 0) /* qsort and bsearch reject NULL */
+        qsort(sc->label_paths, sc->label_count, sizeof(char *),
+              compare_strings);
     for (int i = 0; i < count && rc == 0; i++) {
         bool seen = false;
         char *labels;

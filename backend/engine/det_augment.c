@@ -2,10 +2,10 @@
  * Training and validation samples for detection; the contract is in
  * det_augment.h.
  *
- * A training sample is built in 8-bit RGB (HWC): the images are pasted
- * onto a gray canvas (2s x 2s for a mosaic, s x s letterboxed without),
- * the affine transform samples that canvas bilinearly into an s x s
- * picture, and HSV and flip work on the picture before it is written as
+ * A training sample is built in 8-bit RGB (HWC). The images are pasted
+ * onto a gray canvas (2s x 2s for a mosaic, s x s letterboxed without).
+ * The affine transform samples that canvas bilinearly into an s x s
+ * picture, and HSV and flip change the picture before it is written as
  * floats. Since the transform has no rotation or shear, it is separable:
  * each output column and row maps to one source coordinate, computed
  * once per sample.
@@ -86,8 +86,8 @@ static void fit_size(int w0, int h0, int imgsz, int *w, int *h, double *r)
         *h = 1;
 }
 
-/* An image of the data set resized as fit_size says. *img is a view
- * of the cache or an owned image, *owned says which. */
+/* Load an image of the data set resized to fit_size. *img is a view of
+ * the cache (*owned 0) or an owned image (*owned 1). */
 static int load_fitted(const struct dataset_det *ds, int split, size_t index,
                        int imgsz, struct image *img, int *owned,
                        struct error *err)
@@ -167,7 +167,30 @@ static int add_boxes(const struct dataset_det *ds, int split, size_t index,
 
 static float clampf(float v, float lo, float hi)
 {
-    return v < lo ? lo : v > hi ? hi : v;
+    if (v < lo)
+        return lo;
+    return v > hi ? hi : v;
+}
+
+static int max3(int a, int b, int c)
+{
+    int m = a > b ? a : b;
+
+    return m > c ? m : c;
+}
+
+static int min3(int a, int b, int c)
+{
+    int m = a < b ? a : b;
+
+    return m < c ? m : c;
+}
+
+static uint8_t clip_byte(double v)
+{
+    if (v < 0.0)
+        return 0;
+    return (uint8_t)(v > 255.0 ? 255.0 : v);
 }
 
 static void clip_boxes(struct pbox *boxes, int count, float w, float h)
@@ -418,8 +441,8 @@ static void rgb_to_hsv(const struct hsv_tables *t, const uint8_t *rgb,
                        int *h, int *s, int *v)
 {
     int r = rgb[0], g = rgb[1], b = rgb[2];
-    int max = r > g ? (r > b ? r : b) : (g > b ? g : b);
-    int min = r < g ? (r < b ? r : b) : (g < b ? g : b);
+    int max = max3(r, g, b);
+    int min = min3(r, g, b);
     int diff = max - min;
     int num, hue;
 
@@ -482,8 +505,8 @@ static void apply_hsv(struct picture *pic, const double gains[3])
         double sv = x * gains[1], vv = x * gains[2];
 
         lut_h[x] = (uint8_t)(hv < 0 ? hv + 180.0 : hv);
-        lut_s[x] = (uint8_t)(sv < 0 ? 0 : sv > 255 ? 255 : sv);
-        lut_v[x] = (uint8_t)(vv < 0 ? 0 : vv > 255 ? 255 : vv);
+        lut_s[x] = clip_byte(sv);
+        lut_v[x] = clip_byte(vv);
     }
     for (size_t i = 0; i < n; i++) {
         uint8_t *p = pic->pixels + i * 3;
@@ -628,6 +651,8 @@ int det_letterbox_image(const struct image *img, int imgsz, float *chw,
                          "1 or 3 channels");
     fit_size(img->width, img->height, imgsz, &w, &h, &r);
     if (w != img->width || h != img->height) {
+        /* NOTE: Ultralytics shrinks validation images with cv2.INTER_AREA;
+         * bilinear resizing here gives slightly sharper pixels. */
         rc = image_resize(img, w, h, &resized, err);
         if (rc != 0)
             return rc;

@@ -1,8 +1,9 @@
 /*
  * Detection samples for training and validation, with the augmentation
- * pipeline of Ultralytics YOLOv8 (8.x, ultralytics/data/augment.py):
- * mosaic, random affine (translate and scale), HSV jitter and horizontal
- * flip for training; letterboxing for validation and prediction.
+ * pipeline of Ultralytics YOLOv8 (8.x, ultralytics/data/augment.py).
+ * Training samples get mosaic, random affine (translate and scale), HSV
+ * jitter and horizontal flip. Validation and prediction samples are
+ * letterboxed.
  *
  * Every random number for training sample `position` of epoch `epoch`
  * comes from rng_for(seed, epoch, position), so a sample depends only on

@@ -70,7 +70,9 @@ static bool fits(const struct fmnist_det_box *box,
 
 static uint8_t clamp_byte(int v)
 {
-    return (uint8_t)(v < 0 ? 0 : v > 255 ? 255 : v);
+    if (v < 0)
+        return 0;
+    return (uint8_t)(v > 255 ? 255 : v);
 }
 
 /* Fill rgb with a plain, gradient or noisy dark background. */
@@ -84,6 +86,13 @@ static void draw_background(struct rng *r, uint8_t *rgb)
 
     for (int c = 0; c < 3; c++)
         offset[c] = (int)rng_below(r, 21) - 10;
+    /* Equal offsets and gray items would make the whole scene gray, which
+     * a data set scan reports as a grayscale image. With unequal offsets,
+     * every background pixel of level 10 or more has unequal channels, and
+     * plain and gradient backgrounds have only such pixels. Changing one
+     * offset without a further draw keeps the other scenes as they were. */
+    if (offset[0] == offset[1] && offset[1] == offset[2])
+        offset[2] = offset[2] < 10 ? offset[2] + 1 : offset[2] - 1;
     for (int y = 0; y < SIDE; y++) {
         for (int x = 0; x < SIDE; x++) {
             uint8_t *p = rgb + ((size_t)y * SIDE + (size_t)x) * 3;
@@ -317,6 +326,28 @@ static int write_yaml(const char *root, uint64_t seed, struct error *err)
     return write_text_file(path, text, err);
 }
 
+/* Every label value is a multiple of 1 / (2 * SIDE) = 1/256, which has at
+ * most 8 significant decimal digits, so "%.8g" writes it exactly. A reader
+ * then computes float edges cx - w/2 and cx + w/2 exactly, and a box at the
+ * image border reads as 0 or 1. Rounded to 6 decimals, as with "%.6f",
+ * such an edge can come out just outside 0..1, and a scan then clips the
+ * box and reports it. */
+_Static_assert(SIDE == 128, "label values need more than 8 digits");
+
+/* Write the YOLO label row of b (class, then centre and size relative to
+ * SIDE) into text and return its length. */
+static size_t format_label_row(char *text, size_t size,
+                               const struct fmnist_det_box *b)
+{
+    int n = snprintf(text, size, "%d %.8g %.8g %.8g %.8g\n", b->cls,
+                     (b->x1 + b->x2) / (2.0 * SIDE),
+                     (b->y1 + b->y2) / (2.0 * SIDE),
+                     (b->x2 - b->x1) / (double)SIDE,
+                     (b->y2 - b->y1) / (double)SIDE);
+
+    return n > 0 ? (size_t)n : 0;
+}
+
 static int write_split(const char *root, const char *name,
                        enum fmnist_split split, const struct fmnist_set *set,
                        size_t count, uint64_t seed, struct error *err)
@@ -346,15 +377,9 @@ static int write_split(const char *root, const char *name,
         rc = format_path(path, err, "%s/images/%s/%05zu.png", root, name, i);
         if (rc == 0)
             rc = image_write_png(path, rgb, SIDE, SIDE, 3, 8, err);
-        for (int k = 0; k < n && rc == 0; k++) {
-            const struct fmnist_det_box *b = &boxes[k];
-
-            len += (size_t)snprintf(
-                text + len, sizeof(text) - len, "%d %.6f %.6f %.6f %.6f\n",
-                b->cls, (b->x1 + b->x2) / (2.0 * SIDE),
-                (b->y1 + b->y2) / (2.0 * SIDE), (b->x2 - b->x1) / (double)SIDE,
-                (b->y2 - b->y1) / (double)SIDE);
-        }
+        for (int k = 0; k < n && rc == 0; k++)
+            len += format_label_row(text + len, sizeof(text) - len,
+                                    &boxes[k]);
         text[len] = '\0';
         if (rc == 0)
             rc = format_path(path, err, "%s/labels/%s/%05zu.txt", root, name,

@@ -4,10 +4,10 @@
  * from Debian's Fashion-MNIST (fmnist.h).
  *
  * Each scene is a FMNIST_DET_SIDE x FMNIST_DET_SIDE RGB canvas with a
- * plain, gradient or mildly noisy dark background and 1 to 6 items: a
- * Fashion-MNIST image scaled to a side of 20 to 56 pixels, tinted gray
- * or in a colour, and blended onto the canvas with its pixel value as
- * opacity. Items are placed so that any two boxes have an IoU of at most
+ * plain, gradient or mildly noisy dark background and 1 to 6 items. An
+ * item is a Fashion-MNIST image scaled to a side of 20 to 56 pixels,
+ * tinted gray or in a colour, and blended onto the canvas with its pixel
+ * value as opacity. Items are placed so that any two boxes have an IoU of at most
  * 0.2 and neither covers more than 30% of the other's box, so every item
  * stays visible. An item's box is the bounding box of its scaled pixels
  * of value FMNIST_DET_INK or more, so it is exact to the pixel. Training

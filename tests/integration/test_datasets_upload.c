@@ -2,7 +2,9 @@
  * Data set uploads through the REST API, end to end: the real backend,
  * gateway and train program on 127.0.0.1. The tests build zip archives
  * with libzip: valid classification sets with and without a top folder,
- * one with a corrupt image and an empty class, and hostile ones. They
+ * one with a corrupt image and an empty class, detection sets (a
+ * data.yaml with images/ and labels/) with and without a top folder and
+ * with a data.yaml path that escapes, and hostile ones. They
  * post them as raw bodies and check the status, the error naming the bad
  * entry and the report. They also check that nothing is written outside
  * the data set's folder, that nothing of a rejected upload is kept, that
@@ -140,6 +142,38 @@ static void add_classification_set(struct archive *a, const char *prefix)
                 free(png);
             }
 }
+
+/* Add a detection data set under prefix ("" or "top/"): yaml as
+ * data.yaml, 4 train and 2 val images with one box each, and one train
+ * label row with class 7, which is out of range. */
+static void add_detection_set(struct archive *a, const char *prefix,
+                              const char *yaml)
+{
+    static const char *const splits[] = {"train", "val"};
+    char name[256], *png;
+    size_t len;
+
+    snprintf(name, sizeof(name), "%sdata.yaml", prefix);
+    archive_add(a, name, yaml, strlen(yaml));
+    for (int s = 0; s < 2; s++)
+        for (int i = 0; i < (s == 0 ? 4 : 2); i++) {
+            const char *row = s == 0 && i == 0
+                                  ? "0 0.5 0.5 0.4 0.4\n7 0.5 0.5 0.1 0.1\n"
+                                  : "1 0.4 0.6 0.2 0.3\n";
+
+            make_png(i % CLASSES, i, &png, &len);
+            snprintf(name, sizeof(name), "%simages/%s/%d.png", prefix,
+                     splits[s], i);
+            archive_add(a, name, png, len);
+            free(png);
+            snprintf(name, sizeof(name), "%slabels/%s/%d.txt", prefix,
+                     splits[s], i);
+            archive_add(a, name, row, strlen(row));
+        }
+}
+
+static const char detection_yaml[] = "path: .\ntrain: images/train\n"
+                                      "val: images/val\nnames: [a, b]\n";
 
 /* ---- requests ----------------------------------------------------------- */
 
@@ -388,6 +422,121 @@ static void large_archive_streams(void **state)
     call(&w.user, "DELETE", target, NULL, &r);
     expect_status(&r, 200);
     harness_http_free(&r);
+    expect_nothing_kept(1);
+}
+
+/* Delete data set id as the user. */
+static void delete_dataset(int64_t id)
+{
+    struct http_reply r;
+    char target[96];
+
+    snprintf(target, sizeof(target), "/api/v1/datasets/%lld",
+             (long long)id);
+    call(&w.user, "DELETE", target, NULL, &r);
+    expect_status(&r, 200);
+    harness_http_free(&r);
+}
+
+static void detection_set_is_ready(void **state)
+{
+    struct archive a;
+    struct http_reply r;
+    char *data, status[32], task[16], target[96], path[PATH_MAX + 64];
+    size_t len;
+
+    (void)state;
+    archive_open(&a, "detect.zip");
+    add_detection_set(&a, "", detection_yaml);
+    archive_close(&a, &data, &len);
+    upload(&w.user, "detect", data, len, "", &r);
+    free(data);
+    expect_status(&r, 201);
+    assert_string_equal(json_text(r.body, "status", NULL, status,
+                                  sizeof(status)),
+                        "ready");
+    assert_string_equal(json_text(r.body, "task", NULL, task, sizeof(task)),
+                        "detect");
+    assert_true(json_number(r.body, "images", NULL) == 6);
+    assert_non_null(strstr(r.body, "class_out_of_range"));
+    assert_non_null(strstr(r.body, "labels/train/0.txt"));
+    assert_non_null(strstr(r.body, "\"summary\""));
+    int64_t id = (int64_t)json_number(r.body, "dataset", NULL);
+    harness_http_free(&r);
+
+    snprintf(path, sizeof(path), "%s/datasets/%lld/%lld/labels/val/1.txt",
+             w.s->data, (long long)w.user_id, (long long)id);
+    assert_int_equal(access(path, F_OK), 0);
+
+    /* The stored report and the listing match the response. */
+    snprintf(target, sizeof(target), "/api/v1/datasets/%lld/report",
+             (long long)id);
+    call(&w.user, "GET", target, NULL, &r);
+    expect_status(&r, 200);
+    assert_non_null(strstr(r.body, "class_out_of_range"));
+    harness_http_free(&r);
+    call(&w.user, "GET", "/api/v1/datasets", NULL, &r);
+    expect_status(&r, 200);
+    assert_non_null(strstr(r.body, "\"task\":\"detect\""));
+    harness_http_free(&r);
+    delete_dataset(id);
+    expect_nothing_kept(1);
+}
+
+static void detection_top_folder_is_ready(void **state)
+{
+    struct archive a;
+    struct http_reply r;
+    char *data, status[32], task[16], path[PATH_MAX + 64];
+    size_t len;
+
+    (void)state;
+    archive_open(&a, "detect-top.zip");
+    add_detection_set(&a, "scenes/", detection_yaml);
+    archive_close(&a, &data, &len);
+    upload(&w.user, "detect-top", data, len, "", &r);
+    free(data);
+    expect_status(&r, 201);
+    assert_string_equal(json_text(r.body, "status", NULL, status,
+                                  sizeof(status)),
+                        "ready");
+    assert_string_equal(json_text(r.body, "task", NULL, task, sizeof(task)),
+                        "detect");
+    assert_true(json_number(r.body, "images", NULL) == 6);
+    int64_t id = (int64_t)json_number(r.body, "dataset", NULL);
+    harness_http_free(&r);
+
+    /* Without train/ at its top, the top folder is kept. */
+    snprintf(path, sizeof(path), "%s/datasets/%lld/%lld/scenes/data.yaml",
+             w.s->data, (long long)w.user_id, (long long)id);
+    assert_int_equal(access(path, F_OK), 0);
+    delete_dataset(id);
+    expect_nothing_kept(1);
+}
+
+static void detection_path_escape_is_invalid(void **state)
+{
+    static const char escaping[] = "path: ../..\ntrain: images/train\n"
+                                   "val: images/val\nnames: [a, b]\n";
+    struct archive a;
+    struct http_reply r;
+    char *data, status[32];
+    size_t len;
+
+    (void)state;
+    archive_open(&a, "detect-escape.zip");
+    add_detection_set(&a, "", escaping);
+    archive_close(&a, &data, &len);
+    upload(&w.user, "detect-escape", data, len, "", &r);
+    free(data);
+    expect_status(&r, 201);
+    assert_string_equal(json_text(r.body, "status", NULL, status,
+                                  sizeof(status)),
+                        "invalid");
+    assert_non_null(strstr(r.body, "outside the data set folder"));
+    int64_t id = (int64_t)json_number(r.body, "dataset", NULL);
+    harness_http_free(&r);
+    delete_dataset(id);
     expect_nothing_kept(1);
 }
 
@@ -728,6 +877,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(valid_set_is_ready),
         cmocka_unit_test(large_archive_streams),
+        cmocka_unit_test(detection_set_is_ready),
+        cmocka_unit_test(detection_top_folder_is_ready),
+        cmocka_unit_test(detection_path_escape_is_invalid),
         cmocka_unit_test(top_folder_is_stripped),
         cmocka_unit_test(problems_are_reported),
         cmocka_unit_test(no_train_folder_is_invalid),

@@ -113,7 +113,7 @@ static void write_png_cut(const char *rel)
     free(png);
 }
 
-/* A valid PNG whose IHDR says width x height, with a matching CRC. */
+/* A valid PNG whose IHDR declares width x height, with a matching CRC. */
 static void write_png_claiming(const char *rel, uint32_t width,
                                uint32_t height)
 {
@@ -789,6 +789,114 @@ static void labels_symlink_rejected(void **state)
     dataset_det_free(ds);
 }
 
+static void yaml_symlink_rejected(void **state)
+{
+    struct error err = {0};
+
+    (void)state;
+    write_text("real.yml", "train: images/train\nval: images/val\n"
+                           "names: [a, b]\n");
+    assert_int_equal(symlink("real.yml", path_in("data.yaml")), 0);
+    assert_int_equal(scan_fails(root, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "symbolic link"));
+}
+
+static void unsupported_format_reported(void **state)
+{
+    struct dataset_det *ds;
+
+    (void)state;
+    write_text("images/train/x.bmp", "BM not decoded");
+    write_text("data.yaml", "train: images/train\nval: images/val\n"
+                            "names: [a, b]\n");
+    ds = scan_ok(root, 0);
+    assert_int_equal(ds->splits[DATASET_DET_TRAIN].count, 1);
+    assert_non_null(find_problem(ds, "images/train/x.bmp", 0,
+                                 "unsupported_format"));
+    dataset_det_free(ds);
+}
+
+/* 150 rows with class 9 give 100 entries and one closing entry, while
+ * the total counts all 150. */
+static void report_capped_per_rule(void **state)
+{
+    char *text = malloc(150 * 24 + 1);
+    struct dataset_det *ds;
+    size_t entries = 0, len = 0;
+    const struct dataset_det_problem *closing;
+
+    (void)state;
+    assert_non_null(text);
+    for (int i = 0; i < 150; i++)
+        len += (size_t)sprintf(text + len, "9 0.5 0.5 0.%02d 0.1\n",
+                               i % 90 + 10);
+    write_text("labels/train/t.txt", text);
+    free(text);
+    write_text("data.yaml", "train: images/train\nval: images/val\n"
+                            "names: [a, b]\n");
+    ds = scan_ok(root, 0);
+    for (size_t i = 0; i < ds->problem_count; i++)
+        if (strcmp(ds->problems[i].rule, "class_out_of_range") == 0 &&
+            ds->problems[i].line > 0)
+            entries++;
+    assert_int_equal(entries, 100);
+    assert_int_equal(ds->rows_rejected, 150);
+    closing = find_problem(ds, "", 0, "class_out_of_range");
+    assert_non_null(closing);
+    assert_non_null(strstr(closing->message, "50 more"));
+    dataset_det_free(ds);
+}
+
+/* Two decoding threads give the same data set as one. */
+static void scan_threads_same_result(void **state)
+{
+    struct dataset_det_options one = {0, 1}, two = {0, 2};
+    struct dataset_det *a = NULL, *b = NULL;
+    struct error err = {0};
+    char *ja, *jb;
+    cJSON *json;
+
+    (void)state;
+    assert_int_equal(dataset_det_scan(root, &one, &a, &err), 0);
+    assert_int_equal(dataset_det_scan(root, &two, &b, &err), 0);
+    json = dataset_det_report_json(a);
+    ja = cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+    json = dataset_det_report_json(b);
+    jb = cJSON_PrintUnformatted(json);
+    cJSON_Delete(json);
+    assert_string_equal(ja, jb);
+    assert_int_equal(a->splits[DATASET_DET_TRAIN].count,
+                     b->splits[DATASET_DET_TRAIN].count);
+    for (size_t i = 0; i < a->splits[DATASET_DET_TRAIN].count; i++)
+        assert_string_equal(a->splits[DATASET_DET_TRAIN].images[i].rel,
+                            b->splits[DATASET_DET_TRAIN].images[i].rel);
+    free(ja);
+    free(jb);
+    dataset_det_free(a);
+    dataset_det_free(b);
+}
+
+/* Regression: with no label file in use, the orphan check sorted a NULL
+ * array, which UndefinedBehaviorSanitizer rejects. */
+static void orphan_without_used_labels(void **state)
+{
+    struct dataset_det *ds;
+
+    (void)state;
+    assert_int_equal(unlink(path_in("labels/train/t.txt")), 0);
+    assert_int_equal(unlink(path_in("labels/val/v.txt")), 0);
+    write_text("labels/train/orphan.txt", "0 0.5 0.5 0.2 0.2\n");
+    write_text("data.yaml", "train: images/train\nval: images/val\n"
+                            "names: [a, b]\n");
+    ds = scan_ok(root, 0);
+    assert_int_equal(ds->splits[DATASET_DET_TRAIN].background, 1);
+    assert_int_equal(ds->orphan_labels, 1);
+    assert_non_null(find_problem(ds, "labels/train/orphan.txt", 0,
+                                 "label_without_image"));
+    dataset_det_free(ds);
+}
+
 #define FIXTURE(name) cmocka_unit_test_setup_teardown(name, setup_fixture, \
                                                       remove_root)
 #define SMALL(name) cmocka_unit_test_setup_teardown(name, setup_small, \
@@ -810,6 +918,7 @@ int main(void)
         FIXTURE(report_json_totals),
         FIXTURE(report_format_line),
         FIXTURE(scan_yaml_file_path),
+        FIXTURE(scan_threads_same_result),
         SMALL(yaml_names_list),
         SMALL(yaml_names_map),
         SMALL(yaml_nc_only),
@@ -825,6 +934,10 @@ int main(void)
         SMALL(find_yaml_missing),
         SMALL(scan_no_train_images),
         SMALL(labels_symlink_rejected),
+        SMALL(yaml_symlink_rejected),
+        SMALL(unsupported_format_reported),
+        SMALL(report_capped_per_rule),
+        SMALL(orphan_without_used_labels),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -3,7 +3,7 @@
  * inside the image, the flip, mosaic content, letterboxing and its
  * inverse mapping, and the time per sample.
  *
- * The fixture is a data set of TRAIN_IMAGES 64x48 noise images; image i
+ * The fixture is a data set of TRAIN_IMAGES 64x48 noise images. Image i
  * has one box of class i, and one 100x50 validation image has one box.
  */
 #include <errno.h>
@@ -283,8 +283,9 @@ static void train_hsv_round_trip(void **state)
     free(a);
 }
 
-/* Image i carries class i, so the classes in a mosaic say which images
- * it shows: never more than 4, and more than 1 in some samples. */
+/* Image i carries class i, so the classes in a mosaic identify the
+ * images it shows. There are never more than 4, and more than 1 in some
+ * samples. */
 static void mosaic_boxes_from_four(void **state)
 {
     struct det_aug_params p = params_off();
@@ -360,6 +361,55 @@ static void letterbox_invalid_size(void **state)
                                   NULL, &err), -EINVAL);
 }
 
+/* A mosaic may bring up to 4 boxes; with room for 1 only the first is
+ * written. */
+static void train_gt_cap_respected(void **state)
+{
+    struct det_aug_params p = params_off();
+    struct sample *s = malloc(sizeof(*s));
+    struct error err = {0};
+    int n, most = 0;
+
+    (void)state;
+    assert_non_null(s);
+    p.mosaic = 1.0;
+    for (size_t pos = 0; pos < 20; pos++) {
+        s->gt[1].cls = -7;
+        assert_int_equal(det_load_train(ds, &p, 9, 1, pos, 0, S, s->chw,
+                                        s->gt, 1, &n, &err), 0);
+        assert_in_range(n, 0, 1);
+        assert_int_equal(s->gt[1].cls, -7);
+        if (n > most)
+            most = n;
+    }
+    assert_int_equal(most, 1);
+    free(s);
+}
+
+/* A 1-channel image is letterboxed into 3 equal channels. */
+static void letterbox_gray_image(void **state)
+{
+    uint8_t pixels[16 * 8];
+    struct image img = {16, 8, 1, pixels};
+    struct letterbox lb;
+    struct error err = {0};
+    float *chw = malloc(sizeof(float) * 3 * 16 * 16);
+
+    (void)state;
+    assert_non_null(chw);
+    for (int i = 0; i < 16 * 8; i++)
+        pixels[i] = (uint8_t)(i * 2);
+    assert_int_equal(det_letterbox_image(&img, 16, chw, &lb, &err), 0);
+    assert_float_equal(lb.scale, 1.0f, 0.0);
+    assert_float_equal(lb.pad_y, 4.0f, 0.0);
+    for (int i = 0; i < 16 * 16; i++) {
+        assert_true(chw[i] == chw[256 + i]);
+        assert_true(chw[i] == chw[512 + i]);
+    }
+    assert_float_equal(chw[4 * 16 + 3], 6.0f / 255.0f, 1e-6);
+    free(chw);
+}
+
 static void train_time_per_sample(void **state)
 {
     struct det_aug_params p = det_aug_defaults();
@@ -393,6 +443,8 @@ int main(void)
         cmocka_unit_test(mosaic_boxes_from_four),
         cmocka_unit_test(letterbox_round_trip),
         cmocka_unit_test(letterbox_invalid_size),
+        cmocka_unit_test(train_gt_cap_respected),
+        cmocka_unit_test(letterbox_gray_image),
         cmocka_unit_test(train_time_per_sample),
     };
 

@@ -21,6 +21,7 @@ struct request {
     void *ctx;
     unsigned generation;
     int is_signin;
+    void (*progress)(double loaded, double total, void *ctx);
 };
 
 void api_set_csrf(const char *token)
@@ -43,21 +44,65 @@ static void on_reply(int status, const char *body, void *ctx)
     free(req);
 }
 
-static void send(const char *method, const char *path, const char *body,
-                 api_callback cb, void *ctx)
+static struct request *new_request(const char *path, api_callback cb,
+                                    void *ctx)
 {
-    char url[256];
     struct request *req = malloc(sizeof(*req));
 
     if (req == NULL)
-        return;
+        return NULL;
     req->cb = cb;
     req->ctx = ctx;
     req->generation = api_generation;
     req->is_signin = strcmp(path, "/auth/signin") == 0;
+    req->progress = NULL;
+    return req;
+}
+
+static void send(const char *method, const char *path, const char *body,
+                 api_callback cb, void *ctx)
+{
+    char url[512];
+    struct request *req = new_request(path, cb, ctx);
+    int changes_state = strcmp(method, "GET") != 0;
+
+    if (req == NULL)
+        return;
     snprintf(url, sizeof(url), "/api/v1%s", path);
-    http_request(method, url, body != NULL && csrf[0] ? csrf : NULL, body,
+    http_request(method, url, changes_state && csrf[0] ? csrf : NULL, body,
                  on_reply, req);
+}
+
+void api_delete(const char *path, api_callback cb, void *ctx)
+{
+    send("DELETE", path, NULL, cb, ctx);
+}
+
+static void on_progress(double loaded, double total, void *ctx)
+{
+    struct request *req = ctx;
+
+    if (req->generation == api_generation && req->progress != NULL)
+        req->progress(loaded, total, req->ctx);
+}
+
+int api_upload(const char *path, const char *input_id,
+               void (*progress)(double loaded, double total, void *ctx),
+               api_callback cb, void *ctx)
+{
+    char url[512];
+    struct request *req = new_request(path, cb, ctx);
+
+    if (req == NULL)
+        return -1;
+    req->progress = progress;
+    snprintf(url, sizeof(url), "/api/v1%s", path);
+    if (http_upload(url, csrf[0] ? csrf : NULL, input_id, on_progress, on_reply,
+                    req) != 0) {
+        free(req);
+        return -1;
+    }
+    return 0;
 }
 
 void api_get(const char *path, api_callback cb, void *ctx)
@@ -76,6 +121,10 @@ void api_error_text(int status, const struct json *reply, char *buf,
 {
     const char *message =
         json_string(json_get(json_get(reply, "error"), "message"), NULL);
+
+    /* The live WebSocket's error messages carry message at the top. */
+    if (message == NULL)
+        message = json_string(json_get(reply, "message"), NULL);
 
     if (status == 0) {
         snprintf(buf, size, "Cannot reach the server. Check your "

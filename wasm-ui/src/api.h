@@ -23,6 +23,15 @@ void api_get(const char *path, api_callback cb, void *ctx);
 void api_post(const char *path, const char *body, api_callback cb,
               void *ctx);
 
+/* DELETE with the CSRF token. */
+void api_delete(const char *path, api_callback cb, void *ctx);
+/* POST the file chosen in the file input input_id as the raw body, with
+ * the CSRF token; progress gets the bytes sent and the total. Returns -1
+ * without sending when no file is chosen. */
+int api_upload(const char *path, const char *input_id,
+               void (*progress)(double loaded, double total, void *ctx),
+               api_callback cb, void *ctx);
+
 void api_set_csrf(const char *token);
 
 /* Called, instead of the request's callback, when a request other than
@@ -34,7 +43,9 @@ extern void (*api_on_unauthorized)(void);
 extern unsigned api_generation;
 
 /* Write a sentence for a failed reply into buf: the gateway's error
- * message when there is one, else what went wrong with the status. */
+ * message (reply.error.message, or reply.message for the live
+ * WebSocket's errors) when there is one, else what went wrong with the
+ * status. */
 void api_error_text(int status, const struct json *reply, char *buf,
                     size_t size);
 

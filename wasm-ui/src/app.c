@@ -1,6 +1,7 @@
 /*
  * The Trainyard browser app, compiled to WebAssembly: start-up, the page
- * header with sign-out, and hash routing. "#/" is the home screen and
+ * header with its navigation and sign-out, and hash routing. "#/" is the
+ * home screen, "#/datasets" the data sets, "#/account" the account and
  * "#/models/ID" a model's screen. Routes live in the location hash, so
  * browser back and forward move between screens without a page load, and
  * the gateway serves only index.html.
@@ -21,6 +22,7 @@ static void show_signed_out(void)
     api_set_csrf("");
     dom_set_text("who", "");
     dom_set_class("signout", "hidden", 1);
+    dom_set_class("nav", "hidden", 1);
     app_route();
 }
 
@@ -44,6 +46,7 @@ void app_signed_in(const struct json *account, const char *csrf)
     api_set_csrf(csrf);
     dom_textf("who", "%s", json_string(json_get(account, "email"), ""));
     dom_set_class("signout", "hidden", 0);
+    dom_set_class("nav", "hidden", 0);
     app_route();
 }
 
@@ -65,6 +68,14 @@ void app_route(void)
     if (sscanf(hash, "#/models/%lld%n", &id, &used) == 1 && id > 0 &&
         hash[used] == '\0') {
         view_model_show((int64_t)id);
+        return;
+    }
+    if (strcmp(hash, "#/datasets") == 0) {
+        view_datasets_show();
+        return;
+    }
+    if (strcmp(hash, "#/account") == 0) {
+        view_account_show();
         return;
     }
     view_home_show();
@@ -92,6 +103,14 @@ int main(void)
     dom_element("header", "app", "top", "top", NULL);
     dom_create("a", "top", "brand", "Trainyard");
     dom_set_attr("brand", "href", "#/");
+    dom_element("nav", "top", "nav", "nav hidden", NULL);
+    dom_set_attr("nav", "aria-label", "Main");
+    dom_create("a", "nav", "nav-home", "Models");
+    dom_set_attr("nav-home", "href", "#/");
+    dom_create("a", "nav", "nav-datasets", "Data sets");
+    dom_set_attr("nav-datasets", "href", "#/datasets");
+    dom_create("a", "nav", "nav-account", "Account");
+    dom_set_attr("nav-account", "href", "#/account");
     dom_element("span", "top", "who", "who", NULL);
     dom_element("button", "top", "signout", "hidden", "Sign out");
     dom_set_attr("signout", "type", "button");

@@ -30,8 +30,40 @@ typedef void (*http_callback)(int status, const char *body, void *ctx);
 void http_request(const char *method, const char *url, const char *csrf,
                   const char *body, http_callback cb, void *ctx);
 
+/* Upload the file chosen in <input type=file id=input_id> as the body of
+ * a POST (application/zip). progress gets the bytes sent and the total.
+ * Returns -1 without sending when no file is chosen. */
+typedef void (*upload_progress)(double loaded, double total, void *ctx);
+int http_upload(const char *url, const char *csrf, const char *input_id,
+                upload_progress progress, http_callback cb, void *ctx);
+/* The chosen file's name and size in bytes, or -1 when there is none. */
+double dom_file_info(const char *input_id, char *name, size_t size);
+
+/* A WebSocket to path on the page's host (ws: or wss: as the page).
+ * on_close gets the close code and whether the socket had opened. */
+typedef void (*ws_open_callback)(void *ctx);
+typedef void (*ws_message_callback)(const char *text, void *ctx);
+typedef void (*ws_close_callback)(int code, int opened, void *ctx);
+int ws_open(const char *path, ws_open_callback on_open,
+            ws_message_callback on_message, ws_close_callback on_close,
+            void *ctx);
+void ws_send(int handle, const char *text);
+/* Close the socket; its on_close is not called. */
+void ws_close(int handle);
+
 int timer_every(int ms, void (*cb)(void *ctx), void *ctx);
 void timer_clear(int timer);
+int timer_after(int ms, void (*cb)(void *ctx), void *ctx);
+void timer_cancel(int timer);
+
+/* Fill buf with size - 1 random hex digits from crypto.getRandomValues. */
+void random_hex(char *buf, size_t size);
+
+int dom_get_checked(const char *id);
+void dom_set_checked(const char *id, int on);
+/* showModal() and close() of a <dialog>. */
+void dom_dialog_open(const char *id);
+void dom_dialog_close(const char *id);
 
 void location_get_hash(char *buf, size_t size);
 void location_set_hash(const char *hash);

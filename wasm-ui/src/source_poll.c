@@ -1,5 +1,6 @@
 /*
- * The polling source: once a second, GET /models/{id} and
+ * The polling source, which source_live.c runs only while the WebSocket
+ * cannot open: once a second, GET /models/{id} and
  * GET /models/{id}/events?after=LAST. A tick is skipped while the last
  * tick's requests are still out, so a slow gateway never gets a queue of
  * requests. When the events reply has "more": true, the next page is
@@ -10,11 +11,11 @@
 
 #include "api.h"
 #include "dom.h"
-#include "source.h"
+#include "source_poll.h"
 
 #define POLL_MS 1000
 
-static struct source_handlers handlers;
+static struct poll_handlers handlers;
 static int64_t model;
 static int64_t last_seq;
 static int timer = -1;
@@ -90,26 +91,22 @@ static void tick(void *ctx)
     fetch_events();
 }
 
-void source_start(int64_t model_id, const struct source_handlers *h)
+void poll_start(int64_t model_id, int64_t after_seq,
+                const struct poll_handlers *h)
 {
-    source_stop();
+    poll_stop();
     handlers = *h;
     model = model_id;
-    last_seq = 0;
+    last_seq = after_seq;
     tick(NULL);
     timer = timer_every(POLL_MS, tick, NULL);
 }
 
-void source_stop(void)
+void poll_stop(void)
 {
     if (timer >= 0)
         timer_clear(timer);
     timer = -1;
     in_flight = 0;
     run++;
-}
-
-void source_refresh(void)
-{
-    fetch_model();
 }

@@ -22,6 +22,19 @@ void view_signin_show(void);
 /* views_home.c */
 void view_home_show(void);
 
+/* views_datasets.c */
+void view_datasets_show(void);
+
+/* views_account.c */
+void view_account_show(void);
+
+/* views_train.c */
+/* Open the Train Model dialog at step 1 over the current screen. */
+void view_train_open(void);
+/* Open the dialog at step 3 for an existing model, with epochs as the
+ * default duration. */
+void view_train_open_model(int64_t model_id, long epochs);
+
 /* views_model.c */
 void view_model_show(int64_t model_id);
 /* Prefill the Start form's epochs when model_id's screen opens next. */
