@@ -122,6 +122,7 @@ help:
 	@echo 'Trainyard make targets:'
 	@echo '  make             build the programs into $(BIN)/'
 	@echo '  make deps        install the Debian and npm packages needed'
+	@echo '  make deps-debian install only the Debian packages, as make run does'
 	@echo '  make ui          build the WebAssembly UI into $(UI_OUT)/'
 	@echo '  make cuda        compile and link the CUDA code (needs nvcc)'
 	@echo '  make test        install, build and run every test'
@@ -136,6 +137,12 @@ help:
 
 deps:
 	$(Q)scripts/deps.sh
+
+# Building and running need only the Debian packages. The npm ones are for
+# the browser tests.
+.PHONY: deps-debian
+deps-debian:
+	$(Q)scripts/deps.sh --no-npm
 
 # Generated sources: the SQL migrations, embedded so that the backend
 # binary carries the schema it expects.
@@ -315,7 +322,7 @@ test: deps
 test-build: $(UNIT_BINS) $(INTEG_BINS) $(TEST_PROGS) $(UI_TEST_BIN) all ui \
             $(if $(NVCC),$(CUDA_TEST_BINS) $(BIN)/train)
 
-run: deps
+run: deps-debian
 	$(Q)$(MAKE) --no-print-directory all ui
 	$(Q)BUILD=$(BUILD) scripts/run.sh
 
@@ -325,13 +332,13 @@ $(BUILD)/bench/%: bench/%.c $(REL_LIB)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CPPFLAGS) $(REL_CFLAGS) -MMD -MP $< $(REL_LIB) $(LDLIBS) -o $@
 
-bench: deps
+bench: deps-debian
 	$(Q)$(MAKE) --no-print-directory all $(BENCH_BINS)
 	$(Q)BUILD=$(BUILD) bench/run-cpu.sh
 
 # libFuzzer targets of every parser of outside input (docs/FUZZING.md).
 .PHONY: fuzz
-fuzz: deps
+fuzz: deps-debian
 	$(Q)BUILD=$(BUILD) scripts/fuzz.sh
 
 format:

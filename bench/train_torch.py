@@ -7,28 +7,38 @@ Bottleneck; Classify = Conv 1x1 to 1280, global average pool, linear):
 
 - conv5-cls: bench/conv5-cls.yaml, 28x28 grayscale, 10 classes;
 - yolov8n-cls: backend/engine/models/yolov8-cls.yaml at scale n (depth
-  0.33, width 0.25), 3 channels, 1000 classes.
+  0.33, width 0.25), 3 channels, 1000 classes;
+- yolov8n: backend/engine/models/yolov8.yaml at scale n, 3 channels, 10
+  classes, with the Detect head (3,012,782 parameters).
 
-Each step is zero_grad, forward, cross-entropy, backward and SGD (Nesterov,
+Each step is zero_grad, forward, the loss, backward and SGD (Nesterov,
 momentum 0.9) on one random batch that stays on the device, as
-bench/train_cpu.c does in our engine. On CUDA, TF32 is turned off for
+bench/train_cpu.c does in our engine. The classifiers' loss is
+cross-entropy against random labels. The detector's loss is the YOLOv8
+loss of bench/det_loss_torch.py against 4 synthetic boxes per image, drawn
+once by the rule of make_boxes in bench/train_cpu.c, with the gradient
+scaled by 1 / batch as there. On CUDA, TF32 is turned off for
 convolutions and matrix products, because our engine computes in float32
 (PyTorch allows TF32 in cuDNN convolutions by default), and the clock
 stops after torch.cuda.synchronize().
 
 Usage: /usr/bin/python3 bench/train_torch.py [batch] [threads] [seconds]
-           [--device cpu|cuda] [--model conv5-cls|yolov8n-cls]
+           [--device cpu|cuda] [--model conv5-cls|yolov8n-cls|yolov8n]
            [--imgsz N]
-Prints one line: "pytorch images/s N", and the parameter count on
-standard error.
+Prints one line, "pytorch images/s N", and on standard error the
+parameter count, on the CPU the steps with their wall and CPU time, and
+for the detector the loss of the last step.
 """
 import argparse
+import math
 import sys
 import time
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import det_loss_torch
 
 
 class Conv(nn.Module):
@@ -131,7 +141,9 @@ class SPPF(nn.Module):
 class Detect(nn.Module):
     """Per level a box branch (Conv 3x3, Conv 3x3, conv 1x1 to 64) and a
     class branch (the same, to nc); the maps are flattened and joined into
-    [batch, 64 + nc, anchors], the layout our engine's head writes."""
+    [batch, 64 + nc, anchors], the layout our engine's head writes. The
+    last biases start as our engine's do: 1.0 for the box distributions
+    and log(5 / nc / (640 / stride)^2) for the classes."""
 
     def __init__(self, nc, ch):
         super().__init__()
@@ -143,6 +155,10 @@ class Detect(nn.Module):
         self.cv3 = nn.ModuleList(
             nn.Sequential(Conv(c, c3, 3), Conv(c3, c3, 3),
                           nn.Conv2d(c3, nc, 1)) for c in ch)
+        with torch.no_grad():
+            for box, cls, stride in zip(self.cv2, self.cv3, (8, 16, 32)):
+                box[-1].bias.fill_(1.0)
+                cls[-1].bias.fill_(math.log(5 / nc / (640 / stride) ** 2))
 
     def forward(self, feats):
         out = [torch.cat((b(x), c(x)), 1).flatten(2)
@@ -186,6 +202,27 @@ def yolov8n_det():
     return YOLOv8nDetect(10), 3, 10
 
 
+def make_boxes(batch, imgsz, nc, seed):
+    """Draw four boxes per image for an imgsz x imgsz batch, as (class,
+    (x1, y1, x2, y2)) lists by image. Box k has a width and a height of imgsz *
+    (0.08, 0.16, 0.32, 0.64)[k] * (0.7 to 1.3, uniform), a uniform position
+    that keeps it inside the image and a uniform class."""
+    g = torch.Generator().manual_seed(seed)
+    boxes = []
+    for _ in range(batch):
+        image = []
+        for base in (0.08, 0.16, 0.32, 0.64):
+            u = torch.rand(4, generator=g, dtype=torch.float64).tolist()
+            w = imgsz * base * (0.7 + 0.6 * u[0])
+            h = imgsz * base * (0.7 + 0.6 * u[1])
+            x1 = (imgsz - w) * u[2]
+            y1 = (imgsz - h) * u[3]
+            cls = int(torch.randint(nc, (1,), generator=g))
+            image.append((cls, (x1, y1, x1 + w, y1 + h)))
+        boxes.append(image)
+    return boxes
+
+
 MODELS = {"conv5-cls": conv5_cls, "yolov8n-cls": yolov8n_cls,
           "yolov8n": yolov8n_det}
 
@@ -223,26 +260,55 @@ def main():
     x = torch.rand(args.batch, channels, args.imgsz, args.imgsz,
                    device=device)
     y = torch.randint(0, classes, (args.batch,), device=device)
+    detect = isinstance(net, YOLOv8nDetect)
+    if detect:
+        points, stride_of = det_loss_torch.anchor_grid(
+            args.imgsz, args.imgsz, (8, 16, 32), device=device)
+        gt_cls, gt_boxes, gt_valid = det_loss_torch.pad_boxes(
+            make_boxes(args.batch, args.imgsz, classes, 1), torch.float32,
+            device)
+    last = {}
 
     def step():
         opt.zero_grad()
-        F.cross_entropy(net(x), y).backward()
+        if detect:
+            box, cls, dfl, total, positives = det_loss_torch.det_loss(
+                net(x), gt_cls, gt_boxes, gt_valid, points, stride_of)
+            (total / args.batch).backward()
+            last.update(box=float(box), cls=float(cls), dfl=float(dfl),
+                        positives=positives)
+        else:
+            F.cross_entropy(net(x), y).backward()
         opt.step()
 
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(10):
+    # Untimed steps as in bench/train_cpu.c: 3 for the detector, whose
+    # steps are long, 10 for the classifiers.
+    for _ in range(3 if detect else 10):
         step()
     sync()
     n, start = 0, time.perf_counter()
+    cpu_start = time.process_time()
     while time.perf_counter() - start < args.seconds:
         step()
         n += 1
     sync()
-    rate = n * args.batch / (time.perf_counter() - start)
-    print(f"pytorch images/s {rate:.0f}")
+    elapsed = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
+    rate = n * args.batch / elapsed
+    if device.type == "cpu":
+        print(f"train_torch.py: {n} steps in {elapsed:.1f} s, {cpu:.1f} "
+              f"CPU s: {n * args.batch / max(cpu, 1e-9):.2f} images per CPU "
+              "second", file=sys.stderr)
+    if detect:
+        print(f"train_torch.py: last step: box {last['box']:.4f} "
+              f"cls {last['cls']:.4f} dfl {last['dfl']:.4f}, "
+              f"{last['positives']} positives, {4 * args.batch} boxes",
+              file=sys.stderr)
+    print(f"pytorch images/s {rate:.1f}")
 
 
 if __name__ == "__main__":

@@ -110,7 +110,19 @@ static int check_upload_request(struct api_request *req, char *name,
                        "bytes");
         return -1;
     }
-    if (query_value(req, "task", task, task_len) != 0)
+    /* mg_get_var returns -1 for a missing parameter and -2 when the
+     * value does not fit; a value too long to be a task is rejected
+     * rather than read as missing. */
+    const char *query = req->info->query_string;
+    int got = query ? mg_get_var(query, strlen(query), "task", task, task_len)
+                    : -1;
+    if (got == -2) {
+        api_send_error(req, "invalid_request",
+                       "query parameter 'task' is too long; use classify "
+                       "or detect");
+        return -1;
+    }
+    if (got <= 0)
         snprintf(task, task_len, "classify");
     return 0;
 }

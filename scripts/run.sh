@@ -39,15 +39,19 @@ stop() {
     wait
     exit "${1:-0}"
 }
-trap 'stop 0' INT TERM
+trap 'stop 0' INT TERM HUP
 
-# Wait until a program has written its port file, or has exited.
+# Wait until a program has written its port file, or has exited. The
+# programs suggest --listen for a port in use, which make run does not
+# take, so the hint names the variable that sets the port.
 wait_ready() {
-    local pid=$1 file=$2 name=$3
+    local pid=$1 file=$2 name=$3 port_variable=$4 port=$5
     for _ in $(seq 100); do
         [ -s "$file" ] && return 0
         if ! kill -0 "$pid" 2>/dev/null; then
-            echo "run: the $name exited during start; see its log above"
+            echo "run: the $name exited during start; see its log above."
+            echo "run: if port $port is in use, set $port_variable to a" \
+                 "free port."
             stop 1
         fi
         sleep 0.1
@@ -56,17 +60,22 @@ wait_ready() {
     stop 1
 }
 
-"$build/bin/backend" --data "$data" --listen "127.0.0.1:$backend_port" \
-    --port-file "$data/backend.port" &
+# Each server runs in a session of its own, so that Ctrl-C and a closed
+# terminal signal only this script, and stop() can stop them in order.
+# setsid does not fork here, because a background job of a script is not
+# a process group leader, so $! is the server's own process id.
+setsid "$build/bin/backend" --data "$data" \
+    --listen "127.0.0.1:$backend_port" --port-file "$data/backend.port" &
 backend_pid=$!
-wait_ready "$backend_pid" "$data/backend.port" backend
+wait_ready "$backend_pid" "$data/backend.port" backend \
+    TRAINYARD_BACKEND_PORT "$backend_port"
 
-"$build/bin/gateway" --listen "$host:$port" \
+setsid "$build/bin/gateway" --listen "$host:$port" \
     --backend "127.0.0.1:$backend_port" --secret "$data/gateway.secret" \
     --ui "$build/ui" --access-log "$data/access.log" \
     --port-file "$data/gateway.port" &
 gateway_pid=$!
-wait_ready "$gateway_pid" "$data/gateway.port" gateway
+wait_ready "$gateway_pid" "$data/gateway.port" gateway TRAINYARD_PORT "$port"
 
 echo
 echo "Trainyard is running at http://$host:$port/"

@@ -95,8 +95,8 @@ static int import_sample(const char *data_dir, struct error *err)
     snprintf(path, sizeof(path), "%s/%s", data_dir, SAMPLE_FOLDER);
     if (stat(path, &sb) == 0)
         return 0;
-    printf("Writing the Fashion-MNIST sample data set to %s ...\n", path);
-    fflush(stdout);
+    fprintf(stderr, "Writing the Fashion-MNIST sample data set to %s ...\n",
+            path);
     return fmnist_import(path, NULL, err);
 }
 
@@ -110,8 +110,8 @@ static int generate_detect_sample(const char *data_dir, struct error *err)
     snprintf(path, sizeof(path), "%s/%s", data_dir, DETECT_SAMPLE_FOLDER);
     if (stat(path, &sb) == 0)
         return 0;
-    printf("Writing the Fashion-MNIST detection scenes to %s ...\n", path);
-    fflush(stdout);
+    fprintf(stderr, "Writing the Fashion-MNIST detection scenes to %s ...\n",
+            path);
     return fmnist_det_generate(path, NULL, err);
 }
 

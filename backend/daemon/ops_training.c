@@ -9,7 +9,10 @@
  * yolov8n.yaml ... yolov8x.yaml for detection), because the name goes to
  * the train program as model=, where a path would let a user make it read
  * any file. The architecture's task must be the data set's. Another
- * account's data set or model gets a not_found error.
+ * account's data set or model gets a not_found error. A model may name
+ * another of the account's models of the same task as from_model, once
+ * that one has a checkpoint; the launch then finds the file from the
+ * database (sessions_model_weights), never from the request.
  *
  * "Pay now" for timed training charges the card for exactly the price as
  * a top-up and spends it at once from the balance, so the ledger shows
@@ -167,9 +170,12 @@ static cJSON *op_datasets_list(struct op_call *call)
 
 /* ---- Models ------------------------------------------------------------ */
 
-static cJSON *model_json(sqlite3_stmt *stmt)
+static cJSON *model_json(struct op_call *call, sqlite3_stmt *stmt)
 {
     cJSON *m = cJSON_CreateObject();
+    int64_t id = sqlite3_column_int64(stmt, 0);
+    struct error err = {0};
+    char weights[PATH_MAX];
     cJSON *args = cJSON_Parse((const char *)sqlite3_column_text(stmt, 5));
 
     cJSON_AddNumberToObject(m, "id", (double)sqlite3_column_int64(stmt, 0));
@@ -184,12 +190,23 @@ static cJSON *model_json(sqlite3_stmt *stmt)
     cJSON_AddItemToObject(m, "args", args ? args : cJSON_CreateObject());
     cJSON_AddNumberToObject(m, "created_at",
                             (double)sqlite3_column_int64(stmt, 6));
+    if (sqlite3_column_type(stmt, 7) == SQLITE_NULL)
+        cJSON_AddNullToObject(m, "from_model");
+    else
+        cJSON_AddNumberToObject(m, "from_model",
+                                (double)sqlite3_column_int64(stmt, 7));
+    /* Whether another model can start from this one's weights. */
+    cJSON_AddBoolToObject(m, "has_weights",
+                          sessions_model_weights(&call->be->store,
+                                                 call->be->data_dir, id,
+                                                 weights, sizeof(weights),
+                                                 &err) == 1);
     return m;
 }
 
 #define MODEL_COLUMNS                                                         \
-    "SELECT id, dataset_id, name, task, architecture, args, created_at "     \
-    "FROM models "
+    "SELECT id, dataset_id, name, task, architecture, args, created_at, "    \
+    "from_model_id FROM models "
 
 /* The task of a shipped architecture, or NULL for an unknown name. */
 static const char *architecture_task(const char *name)
@@ -223,11 +240,76 @@ static int dataset_task(struct op_call *call, int64_t dataset, char *task,
     return found;
 }
 
+/* Read the optional "from_model" argument into *from_model (0 when absent
+ * or null) and check that it is one of the account's models, of task,
+ * with weights. Returns 0, or -1 with the error filled. */
+static int check_from_model(struct op_call *call, const char *task,
+                            int64_t *from_model)
+{
+    const cJSON *item = NULL;
+    struct error err = {0};
+    char source_task[16] = "", weights[PATH_MAX];
+    sqlite3_stmt *stmt;
+    int found, rc;
+
+    *from_model = 0;
+    if (call->args != NULL)
+        item = cJSON_GetObjectItemCaseSensitive(call->args, "from_model");
+    if (item == NULL || cJSON_IsNull(item))
+        return 0;
+    if (op_arg_int64(call, "from_model", from_model) != 0)
+        return -1;
+
+    if (sqlite3_prepare_v2(call->be->store.db,
+                           "SELECT task FROM models WHERE id = ?1 AND "
+                           "account_id = ?2 AND deleted = 0",
+                           -1, &stmt, NULL) != SQLITE_OK) {
+        op_error(call, "internal", "cannot read model %lld: %s",
+                 (long long)*from_model, sqlite3_errmsg(call->be->store.db));
+        return -1;
+    }
+    sqlite3_bind_int64(stmt, 1, *from_model);
+    sqlite3_bind_int64(stmt, 2, call->account_id);
+    found = sqlite3_step(stmt) == SQLITE_ROW;
+    if (found)
+        snprintf(source_task, sizeof(source_task), "%s",
+                 (const char *)sqlite3_column_text(stmt, 0));
+    sqlite3_finalize(stmt);
+    if (!found) {
+        op_error(call, "not_found", "from_model %lld not found",
+                 (long long)*from_model);
+        return -1;
+    }
+    if (strcmp(source_task, task) != 0) {
+        op_error(call, "invalid_request",
+                 "from_model %lld is a %s model but the data set is for "
+                 "%s; pick a %s model or start from scratch",
+                 (long long)*from_model, source_task, task, task);
+        return -1;
+    }
+
+    rc = sessions_model_weights(&call->be->store, call->be->data_dir,
+                                *from_model, weights, sizeof(weights), &err);
+    if (rc < 0) {
+        op_error(call, "internal", "%s", err.msg);
+        return -1;
+    }
+    if (rc == 0) {
+        op_error(call, "invalid_request",
+                 "from_model %lld has no weights yet: no completed or "
+                 "stopped training left a checkpoint; train it first or "
+                 "start from scratch",
+                 (long long)*from_model);
+        return -1;
+    }
+    return 0;
+}
+
 static cJSON *op_models_create(struct op_call *call)
 {
     const char *name = NULL, *arch = NULL;
     const cJSON *args = NULL;
-    int64_t dataset = 0, id;
+    int64_t dataset = 0, from_model = 0, id;
     char task[16], *args_text;
     sqlite3_stmt *stmt;
 
@@ -260,6 +342,8 @@ static cJSON *op_models_create(struct op_call *call)
                         arch, arch_task, (long long)dataset, task,
                         strcmp(task, "detect") == 0 ? "yolov8n.yaml"
                                                     : "yolov8n-cls.yaml");
+    if (check_from_model(call, task, &from_model) != 0)
+        return NULL;
     if (call->args != NULL)
         args = cJSON_GetObjectItemCaseSensitive(call->args, "args");
     if (args != NULL && !cJSON_IsObject(args))
@@ -276,8 +360,9 @@ static cJSON *op_models_create(struct op_call *call)
 
     if (sqlite3_prepare_v2(call->be->store.db,
                            "INSERT INTO models(account_id, dataset_id, name, "
-                           "task, architecture, args, created_at) VALUES "
-                           "(?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                           "task, architecture, args, created_at, "
+                           "from_model_id) VALUES "
+                           "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                            -1, &stmt, NULL) != SQLITE_OK) {
         free(args_text);
         return op_error(call, "internal", "cannot create the model: %s",
@@ -290,6 +375,10 @@ static cJSON *op_models_create(struct op_call *call)
     sqlite3_bind_text(stmt, 5, arch, -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(stmt, 6, args_text, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(stmt, 7, clock_realtime_ms());
+    if (from_model > 0)
+        sqlite3_bind_int64(stmt, 8, from_model);
+    else
+        sqlite3_bind_null(stmt, 8);
     int done = sqlite3_step(stmt) == SQLITE_DONE;
     sqlite3_finalize(stmt);
     free(args_text);
@@ -298,9 +387,9 @@ static cJSON *op_models_create(struct op_call *call)
                         sqlite3_errmsg(call->be->store.db));
     id = sqlite3_last_insert_rowid(call->be->store.db);
     log_info("model created account=%lld model=%lld dataset=%lld "
-             "architecture=%s",
+             "architecture=%s from_model=%lld",
              (long long)call->account_id, (long long)id, (long long)dataset,
-             arch);
+             arch, (long long)from_model);
 
     cJSON *result = cJSON_CreateObject();
     cJSON_AddNumberToObject(result, "id", (double)id);
@@ -324,7 +413,7 @@ static cJSON *op_models_list(struct op_call *call)
     result = cJSON_CreateObject();
     list = cJSON_AddArrayToObject(result, "models");
     while (sqlite3_step(stmt) == SQLITE_ROW)
-        cJSON_AddItemToArray(list, model_json(stmt));
+        cJSON_AddItemToArray(list, model_json(call, stmt));
     sqlite3_finalize(stmt);
     return result;
 }
@@ -420,7 +509,7 @@ static cJSON *op_models_get(struct op_call *call)
     sqlite3_bind_int64(stmt, 1, model);
     sqlite3_bind_int64(stmt, 2, call->account_id);
     if (sqlite3_step(stmt) == SQLITE_ROW)
-        result = model_json(stmt);
+        result = model_json(call, stmt);
     sqlite3_finalize(stmt);
     if (result == NULL)
         return model_not_found(call, model);

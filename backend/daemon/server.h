@@ -5,8 +5,11 @@
 #include "backend.h"
 #include "error.h"
 
-/* Period of backend->on_tick, in milliseconds. */
-#define SERVER_TICK_MS 100
+/* Period of backend->on_tick, in milliseconds. The tick reads the
+ * trainers' event pipes, so it bounds how long a progress event waits
+ * before it is stored and sent to the viewers. A tick with nothing to do
+ * costs a read and a waitpid per trainer. */
+#define SERVER_TICK_MS 10
 
 struct server_options {
     const char *host;        /* address to listen on, such as 127.0.0.1 */

@@ -18,7 +18,7 @@
  *
  * All functions except the state helpers take a `struct sessions` that
  * one thread owns: the backend's service loop calls sessions_poll every
- * 100 ms and the request handlers call start, stop and resume between
+ * 10 ms and the request handlers call start, stop and resume between
  * polls. Only sessions_shutdown waits for trainers. The others wait at
  * most for SQLite's busy timeout and, when launching, for the exec of
  * the trainer. The event hook must not call back into this module.
@@ -35,6 +35,7 @@
 #ifndef TRAINYARD_SESSIONS_H
 #define TRAINYARD_SESSIONS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "error.h"
@@ -185,6 +186,14 @@ int sessions_running(const struct sessions *s);
  * the reason "the backend stopped during training; resume to continue".
  * Blocks for up to stop_timeout_ms plus 5 s. */
 void sessions_shutdown(struct sessions *s);
+
+/* Find the weights that another model may start from: best.ckpt, else
+ * last.ckpt, of model_id's newest completed or stopped session that has
+ * one, under data_dir. Returns 1 with the path written, 0 when the model
+ * has no such checkpoint, or a negative error with err filled. */
+int sessions_model_weights(struct store *st, const char *data_dir,
+                           int64_t model_id, char *path, size_t len,
+                           struct error *err);
 
 /* Call fn for each stored event of model_id with seq > after_seq, in
  * order, for a viewer that reconnects. */

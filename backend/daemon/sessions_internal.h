@@ -54,6 +54,13 @@ struct session_job {
     /* Start of the current epoch's part in this run: the time_ms of the
      * start or last epoch event, on the trainer's clock (Unix ms). */
     int64_t epoch_started_at;
+    /* Control-plane time: the backend's handling of this trainer's events
+     * (parsing, transactions, charges, checkpoint rows) since the last
+     * epoch event, in nanoseconds, and the epoch whose share is logged
+     * at the end of the current read (0: none). */
+    int64_t control_ns;
+    int control_epoch;
+    double control_epoch_seconds;
 
     /* Why SIGTERM was sent: a stop request, a pause for money, or the
      * backend's shutdown. SIGKILL follows at term_deadline_ms. */

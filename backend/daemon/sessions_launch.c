@@ -43,7 +43,8 @@
 /* Arguments that the session sets itself; a model may not override them. */
 static const char *const reserved_args[] = {
     "data",     "model",     "epochs", "device", "project", "name",
-    "exist_ok", "events_fd", "resume", "time",   "threads", NULL,
+    "exist_ok", "events_fd", "resume", "time",   "threads", "pretrained",
+    NULL,
 };
 
 struct argv_list {
@@ -199,6 +200,7 @@ struct launch_info {
     char *args;
     char dataset_path[1024];
     char device[16];
+    int64_t from_model_id; /* 0: the model starts from scratch */
 };
 
 static void copy_col(sqlite3_stmt *stmt, int col, char *out, size_t len)
@@ -219,7 +221,8 @@ static int load_launch_info(struct sessions *s, int64_t id,
     if (rc != 0)
         return rc;
     if (sqlite3_prepare_v2(s->st->db,
-                           "SELECT m.architecture, m.args, d.path, t.device "
+                           "SELECT m.architecture, m.args, d.path, t.device, "
+                           "m.from_model_id "
                            "FROM sessions s "
                            "JOIN models m ON m.id = s.model_id "
                            "JOIN datasets d ON d.id = m.dataset_id "
@@ -235,6 +238,7 @@ static int load_launch_info(struct sessions *s, int64_t id,
         li->args = strdup(args != NULL ? (const char *)args : "{}");
         copy_col(stmt, 2, li->dataset_path, sizeof(li->dataset_path));
         copy_col(stmt, 3, li->device, sizeof(li->device));
+        li->from_model_id = sqlite3_column_int64(stmt, 4);
         rc = li->args != NULL ? 0 : error_set(err, -ENOMEM, "out of memory");
     } else {
         rc = sessions_db_error(s, err, "reading what to launch");
@@ -256,6 +260,43 @@ static int dataset_folder(struct sessions *s, const struct launch_info *li,
                          li->row.model_name, p);
     snprintf(out, len, "%s/%s", s->data_dir, p);
     return 0;
+}
+
+int sessions_model_weights(struct store *st, const char *data_dir,
+                           int64_t model_id, char *path, size_t len,
+                           struct error *err)
+{
+    static const char *const names[] = {"best", "last"};
+    sqlite3_stmt *stmt;
+    int found = 0, rc = SQLITE_DONE;
+
+    if (sqlite3_prepare_v2(st->db,
+                           "SELECT id FROM sessions WHERE model_id = ?1 AND "
+                           "state IN ('completed', 'stopped') "
+                           "ORDER BY id DESC",
+                           -1, &stmt, NULL) != SQLITE_OK)
+        return error_set(err, -EIO, "cannot find the weights of model "
+                         "%lld: %s",
+                         (long long)model_id, sqlite3_errmsg(st->db));
+    sqlite3_bind_int64(stmt, 1, model_id);
+    while (!found && (rc = sqlite3_step(stmt)) == SQLITE_ROW) {
+        int64_t session = sqlite3_column_int64(stmt, 0);
+        for (int i = 0; i < 2 && !found; i++) {
+            snprintf(path, len, "%s/runs/model-%lld/session-%lld/weights/"
+                     "%s.ckpt",
+                     data_dir, (long long)model_id, (long long)session,
+                     names[i]);
+            found = access(path, R_OK) == 0;
+        }
+    }
+    if (!found && rc != SQLITE_DONE)
+        found = error_set(err, -EIO, "cannot find the weights of model "
+                          "%lld: %s",
+                          (long long)model_id, sqlite3_errmsg(st->db));
+    sqlite3_finalize(stmt);
+    if (found == 0)
+        path[0] = '\0';
+    return found;
 }
 
 /* The checkpoint to resume from, or "" to start from epoch 0. */
@@ -280,12 +321,37 @@ static void choose_resume(const struct launch_info *li, char *out, size_t len)
                  (long long)r->model_id, (long long)r->id);
 }
 
+/* The pretrained= checkpoint of a model created from another model's
+ * weights, or "" for a model from scratch. A start whose source model has
+ * no checkpoint any more fails with -ENOENT. */
+static int choose_pretrained(struct sessions *s, const struct launch_info *li,
+                             char *out, size_t len, struct error *err)
+{
+    int rc;
+
+    out[0] = '\0';
+    if (li->from_model_id <= 0)
+        return 0;
+    rc = sessions_model_weights(s->st, s->data_dir, li->from_model_id, out,
+                                len, err);
+    if (rc < 0)
+        return rc;
+    if (rc == 0)
+        return error_set(err, -ENOENT,
+                         "model %lld, whose weights model '%s' starts "
+                         "from, has no checkpoint of a completed or "
+                         "stopped training; train it first or create the "
+                         "model from scratch",
+                         (long long)li->from_model_id, li->row.model_name);
+    return 0;
+}
+
 static int build_argv(struct sessions *s, const struct launch_info *li,
                       const char *project, const char *resume,
                       struct argv_list *a, struct error *err)
 {
     const struct session_row *r = &li->row;
-    char data[PATH_MAX + 1100];
+    char data[PATH_MAX + 1100], pretrained[PATH_MAX] = "";
     int rc;
 
     rc = dataset_folder(s, li, data, sizeof(data), err);
@@ -317,6 +383,12 @@ static int build_argv(struct sessions *s, const struct launch_info *li,
         rc = argv_add(a, err, "threads=%d", s->train_threads);
     if (rc == 0 && resume[0] != '\0')
         rc = argv_add(a, err, "resume=%s", resume);
+    /* A resume continues from its own checkpoint, so only a start from
+     * epoch 0 takes the source model's weights. */
+    if (rc == 0 && resume[0] == '\0')
+        rc = choose_pretrained(s, li, pretrained, sizeof(pretrained), err);
+    if (rc == 0 && pretrained[0] != '\0')
+        rc = argv_add(a, err, "pretrained=%s", pretrained);
     return rc;
 }
 

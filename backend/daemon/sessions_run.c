@@ -431,6 +431,8 @@ static void apply_effects(struct sessions *s, struct session_job *job,
     }
     if (fx->epoch_done) {
         job->epoch_started_at = fx->event_at;
+        job->control_epoch = fx->epoch;
+        job->control_epoch_seconds = fx->seconds;
         log_epoch(job, fx);
     }
     if (fx->error_message[0] != '\0')
@@ -598,10 +600,38 @@ static void retry_pending(struct sessions *s, struct session_job *job,
         free(line);
 }
 
+static int64_t monotonic_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Log the backend's time on an epoch's events as a share of the epoch's
+ * training time, then start counting the next epoch. The time is wall
+ * time in read_events, every tick's empty read included, so it is an
+ * upper bound on the CPU time spent. */
+static void log_control_share(struct session_job *job)
+{
+    double ms = (double)job->control_ns / 1e6;
+    double share = job->control_epoch_seconds > 0
+                       ? ms / (job->control_epoch_seconds * 1000.0) * 100.0
+                       : 0;
+
+    log_info("control plane: %.3f ms for epoch %d, %.3f%% of its %.3f s "
+             "model=%lld session=%lld",
+             ms, job->control_epoch, share, job->control_epoch_seconds,
+             (long long)job->model_id, (long long)job->session_id);
+    job->control_ns = 0;
+    job->control_epoch = 0;
+}
+
 static void read_events(struct sessions *s, struct session_job *job,
                         int64_t now)
 {
     int fd = s->ex->events_fd(job->job);
+    int64_t started_ns = monotonic_ns();
 
     retry_pending(s, job, now);
     consume_lines(s, job, now);
@@ -637,6 +667,9 @@ static void read_events(struct sessions *s, struct session_job *job,
     }
     if (job->retry_line == NULL)
         flush_batch(s, job, now);
+    job->control_ns += monotonic_ns() - started_ns;
+    if (job->control_epoch > 0)
+        log_control_share(job);
 }
 
 /* ---- Exit --------------------------------------------------------------- */

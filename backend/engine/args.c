@@ -51,6 +51,8 @@ static const struct arg_spec specs[] = {
     BOOL(cos_lr, "false", "cosine learning-rate schedule instead of linear"),
     INT(close_mosaic, "10", "final epochs without mosaic (detect)"),
     TEXT(resume, "", "checkpoint to resume from"),
+    TEXT(pretrained, "", "checkpoint whose weights of matching name and "
+                         "size start a new run"),
     FLT(fraction, "1.0", "fraction of the training images to use"),
     FLT(lr0, "0.01", "initial learning rate"),
     FLT(lrf, "0.01", "final learning rate as a fraction of lr0"),

@@ -18,6 +18,7 @@ struct train_args {
     char model[ARG_TEXT_MAX];
     char data[ARG_TEXT_MAX];
     char resume[ARG_TEXT_MAX];
+    char pretrained[ARG_TEXT_MAX]; /* checkpoint whose weights start a run */
     char project[ARG_TEXT_MAX];
     char name[ARG_TEXT_MAX];
     char device[32];

@@ -84,6 +84,7 @@ static char *header_text(const struct net *net, const struct model_spec *spec,
     add_exact(s, "loss_cls_sum", st->loss_part_sum[1]);
     add_exact(s, "loss_dfl_sum", st->loss_part_sum[2]);
     cJSON_AddBoolToObject(s, "finished", st->finished);
+    cJSON_AddNumberToObject(s, "train_images", st->train_images);
 
     cJSON_AddNumberToObject(o, "kind", opt->kind);
     add_exact(o, "lr0", opt->lr0);
@@ -383,6 +384,9 @@ static int parse_header(struct checkpoint *ck, const char *text, size_t len)
     ck->state.loss_part_sum[2] = num_or_zero(s, "loss_dfl_sum", &bad);
     ck->state.finished =
         cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(s, "finished"));
+    const cJSON *images = cJSON_GetObjectItemCaseSensitive(s, "train_images");
+    ck->state.train_images =
+        cJSON_IsNumber(images) ? (int)images->valuedouble : 0;
 
     ck->opt.kind = (enum optimizer_kind)(int)num(o, "kind", &bad);
     ck->opt.lr0 = num(o, "lr0", &bad);

@@ -47,6 +47,9 @@ struct train_state {
     double loss_part_sum[3];
     int64_t loss_count;
     int finished;        /* 1 when the run completed */
+    /* Usable training images of the data set when the run started. It
+     * is 0 in checkpoints written before the field existed. */
+    int train_images;
 };
 
 struct checkpoint {

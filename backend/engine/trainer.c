@@ -39,6 +39,7 @@
 #include "engine/events.h"
 #include "engine/net.h"
 #include "engine/optim.h"
+#include "engine/pretrained.h"
 #include "engine/rng.h"
 #include "fsutil.h"
 #include "log.h"
@@ -252,6 +253,15 @@ static int setup(struct run *r, struct checkpoint *ck, struct error *err)
                          "checkpoint was trained on %d; resume with the "
                          "same data set",
                          r->classes, r->spec.classes);
+    } else if (ck->state.train_images > 0 &&
+               ck->state.train_images != r->ntotal) {
+        /* Files deleted or damaged since the start would change the
+         * epoch's order and size under the checkpoint's position. */
+        return error_set(err, -EINVAL,
+                         "the data set '%s' now has %d usable training "
+                         "images but the checkpoint was trained on %d; "
+                         "restore the data set, or start a new training",
+                         a->data, r->ntotal, ck->state.train_images);
     }
 
     rc = net_build_on(&r->net, &r->spec, r->imgsz, r->imgsz, 2 * a->batch,
@@ -274,11 +284,22 @@ static int setup(struct run *r, struct checkpoint *ck, struct error *err)
         r->st = ck->state;
         r->opt = ck->opt;
     } else {
+        /* A resume takes every tensor from its own checkpoint, so
+         * pretrained=, which the checkpoint's arguments keep, applies
+         * only here, to a run that starts at epoch 0. */
+        if (a->pretrained[0] != '\0') {
+            struct pretrained_result copied;
+            rc = pretrained_load(a->pretrained, &r->net, r->spec.task,
+                                 &copied, err);
+            if (rc != 0)
+                return rc;
+        }
         rc = optim_init(&r->opt, a, r->ntrain, r->spec.classes, r->batches,
                         err);
         if (rc != 0)
             return rc;
         r->st.best_fitness = -1;
+        r->st.train_images = r->ntotal;
     }
     rc = make_run_dir(r, err);
     if (rc == 0)
@@ -747,6 +768,20 @@ static const char *outcome_name(enum train_outcome o)
     }
 }
 
+/* Report a failure before the start event, such as a data set that is
+ * gone or unreadable, so that the backend can show its message. */
+static void emit_setup_error(const struct error *err)
+{
+    cJSON *f = cJSON_CreateObject();
+
+    cJSON_AddStringToObject(f, "reason", "failed");
+    cJSON_AddNumberToObject(f, "epoch", 0);
+    cJSON_AddNumberToObject(f, "best_epoch", 0);
+    cJSON_AddNumberToObject(f, "best_fitness", 0);
+    cJSON_AddStringToObject(f, "message", err->msg);
+    events_emit("error", f);
+}
+
 enum train_outcome trainer_run(struct train_args *args, struct error *err)
 {
     struct run r;
@@ -761,11 +796,13 @@ enum train_outcome trainer_run(struct train_args *args, struct error *err)
     if (setup(&r, &ck, err) != 0) {
         ckpt_close(&ck);
         run_free(&r);
+        emit_setup_error(err);
         return TRAIN_FAILED;
     }
     ckpt_close(&ck);
     if (trim_results(&r, r.st.epoch, err) != 0) {
         run_free(&r);
+        emit_setup_error(err);
         return TRAIN_FAILED;
     }
 

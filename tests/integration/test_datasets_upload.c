@@ -727,6 +727,26 @@ static void oversized_body_gets_413(void **state)
     expect_nothing_kept(4);
 }
 
+/* A task value too long for the gateway's buffer was once read as
+ * missing and the upload went on as classify. */
+static void long_task_is_rejected(void **state)
+{
+    struct http_reply r;
+    char headers[512];
+
+    (void)state;
+    snprintf(headers, sizeof(headers),
+             "Cookie: %s\r\n" AUTH_CSRF_HEADER ": %s\r\n"
+             "Content-Type: application/zip\r\n",
+             w.user.cookie, w.user.csrf);
+    post_raw("/api/v1/datasets?name=t&task=detectdetectdetectdetect", headers,
+             "", 0, 100, &r);
+    assert_error(&r, 400, "invalid_request");
+    assert_non_null(strstr(r.body, "task"));
+    harness_http_free(&r);
+    expect_nothing_kept(4);
+}
+
 static void wrong_sha256_keeps_nothing(void **state)
 {
     struct archive a;
@@ -887,6 +907,7 @@ int main(void)
         cmocka_unit_test(symlink_is_rejected),
         cmocka_unit_test(zip_bomb_is_rejected),
         cmocka_unit_test(oversized_body_gets_413),
+        cmocka_unit_test(long_task_is_rejected),
         cmocka_unit_test(wrong_sha256_keeps_nothing),
         cmocka_unit_test(missing_csrf_gets_403),
         cmocka_unit_test(other_account_gets_404),

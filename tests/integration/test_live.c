@@ -949,7 +949,7 @@ static void backend_restart_loses_nothing(void **state)
     stream_init(&sa, "a", model, 0);
     subscribe(&a, model, 0);
     /* Timed training lasts as long on a fast machine as on a slow one. */
-    start_training(model, 0, 6000);
+    start_training(model, 0, 12000);
     read_stream(&a, &sa, 0, "batch", 0);
 
     /* The backend stops its trainer with a checkpoint and marks the

@@ -163,6 +163,12 @@ int stack_stop(struct stack *s, const char *const secrets[], size_t count)
     for (size_t i = 0; i < count; i++)
         leaked |= harness_file_contains(s->backend_log, secrets[i]) ||
                   harness_file_contains(s->gateway_log, secrets[i]);
+    /* The sanitizer build checks for leaks at exit and then exits with
+     * status 1. Name the cause, because the status alone does not. */
+    if (harness_file_contains(s->backend_log, "LeakSanitizer") ||
+        harness_file_contains(s->gateway_log, "LeakSanitizer"))
+        fprintf(stderr, "LeakSanitizer reported leaks in %s or %s\n",
+                s->backend_log, s->gateway_log);
 
     if (!WIFEXITED(gw) || WEXITSTATUS(gw) != 0 || !WIFEXITED(be) ||
         WEXITSTATUS(be) != 0 || leaked) {

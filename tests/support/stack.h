@@ -53,8 +53,9 @@ struct browser {
 struct stack *stack_start(const char *admin_email, const char *admin_password);
 
 /* Stop the gateway and the backend with SIGTERM and check that both
- * exited with status 0 and that no string of secrets (count strings)
- * appears in either log. Returns 0 and removes the folder, or returns -1
+ * exited with status 0, which in the sanitizer build also means that
+ * LeakSanitizer found no leak at exit, and that no string of secrets
+ * (count strings) appears in either log. Returns 0 and removes the folder, or returns -1
  * and keeps it for reading, with a message on stderr. Frees s. */
 int stack_stop(struct stack *s, const char *const secrets[], size_t count);
 

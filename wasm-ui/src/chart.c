@@ -1,8 +1,9 @@
 /*
  * Line charts drawn with the canvas primitives of dom.js. The y range
- * spans the smallest to the largest value of all series, widened when they
- * are all equal, so a flat line stays visible. The x axis runs from epoch
- * 1 to the longest series' count.
+ * is 0 to 1 for fractions. Otherwise it spans the smallest to the largest
+ * value of all series, widened when they are all equal, so a flat line
+ * stays visible. The x axis runs from epoch 1 to the larger of the axes'
+ * epochs and the longest series' count.
  */
 #include <stdio.h>
 
@@ -15,10 +16,11 @@
 #define MARGIN_BOTTOM 20.0
 
 void chart_draw(const char *canvas_id, double width, double height,
-                const struct chart_series *series, size_t series_count)
+                const struct chart_series *series, size_t series_count,
+                const struct chart_axes *axes)
 {
     double lo = 0, hi = 0, plot_w, plot_h, legend_x = MARGIN_LEFT;
-    size_t longest = 0;
+    size_t longest = 0, axis_epochs;
     int have = 0;
     char label[32];
 
@@ -54,20 +56,25 @@ void chart_draw(const char *canvas_id, double width, double height,
                     "No epochs yet", "#5b6475");
         return;
     }
-    if (hi - lo < 1e-9) {
+    if (axes->fractions) {
+        lo = 0;
+        hi = 1;
+    } else if (hi - lo < 1e-9) {
         lo -= 0.5;
         hi += 0.5;
     }
+    axis_epochs = axes->epochs > longest ? axes->epochs : longest;
     snprintf(label, sizeof(label), "%.3g", hi);
     canvas_text(canvas_id, 2, MARGIN_TOP + 10, label, "#5b6475");
     snprintf(label, sizeof(label), "%.3g", lo);
     canvas_text(canvas_id, 2, MARGIN_TOP + plot_h, label, "#5b6475");
-    snprintf(label, sizeof(label), "epoch %zu", longest);
+    snprintf(label, sizeof(label), "epoch %zu", axis_epochs);
     canvas_text(canvas_id, MARGIN_LEFT + plot_w - 56, height - 4, label,
                 "#5b6475");
     for (size_t s = 0; s < series_count; s++) {
         const struct chart_series *c = &series[s];
-        double step = longest > 1 ? plot_w / (double)(longest - 1) : 0;
+        double step =
+            axis_epochs > 1 ? plot_w / (double)(axis_epochs - 1) : 0;
 
         for (size_t i = 0; i < c->count; i++) {
             double x = MARGIN_LEFT + step * (double)i;

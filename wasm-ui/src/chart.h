@@ -16,8 +16,18 @@ struct chart_series {
     size_t count;
 };
 
+struct chart_axes {
+    /* The x axis runs from epoch 1 to this, or to the longest series'
+     * count when that is larger, so a run's chart fills from the left. */
+    size_t epochs;
+    /* 1: the y axis runs from 0 to 1, for fractions such as mAP; 0: it
+     * spans the values. */
+    int fractions;
+};
+
 /* Draw the series on the canvas, replacing what it showed. */
 void chart_draw(const char *canvas_id, double width, double height,
-                const struct chart_series *series, size_t series_count);
+                const struct chart_series *series, size_t series_count,
+                const struct chart_axes *axes);
 
 #endif

@@ -4,8 +4,9 @@
  * Stop and Resume, and the model's billing. While the session is paused
  * for balance, a top-up form sits next to Resume. The charts show the
  * losses, and top-1/top-5 accuracy for classification or precision,
- * recall and mAP for detection. Live data comes from source.h, which calls on_model
- * and on_event. The screen keeps the epoch metrics it has seen, so charts
+ * recall and mAP for detection, each with its last epoch's values in a
+ * line of text. Live data comes from source.h, which calls on_model and
+ * on_event. The screen keeps the epoch metrics it has seen, so charts
  * are redrawn from memory and never refetched.
  */
 #include <inttypes.h>
@@ -73,6 +74,9 @@ static struct {
     /* The next epoch's cost named by the pause reason, or -1. */
     int64_t pause_needed;
     int was_paused;
+    /* The latest session's id and counts, from the last model reply. */
+    int64_t session_id;
+    int timed;
     int64_t epochs_total;
     int64_t epochs_done;
     /* Set by epoch and state events. The ledger is then requested once at
@@ -201,6 +205,22 @@ static void set_task(const char *task)
     draw_charts();
 }
 
+/* Show epochs done of the total, epochs left and the run bar of an
+ * epoch-based session. */
+static void show_epoch_count(void)
+{
+    int64_t left = model.epochs_total - model.epochs_done;
+
+    if (left < 0)
+        left = 0;
+    dom_textf("m-epochs", "Epochs done: %" PRId64 " of %" PRId64,
+              model.epochs_done, model.epochs_total);
+    dom_textf("m-left", "Epochs left: %" PRId64, left);
+    dom_set_text("m-run-label", "Run progress (epochs)");
+    set_progress("m-run-bar", (double)model.epochs_done,
+                 (double)model.epochs_total);
+}
+
 /* Show epochs done, epochs left and the run bar. A timed session shows
  * its training time of the time limit instead of epochs left. */
 static void show_run(const struct json *session)
@@ -208,15 +228,18 @@ static void show_run(const struct json *session)
     const char *mode = json_string(json_get(session, "mode"), "epochs");
     int64_t limit = json_int(json_get(session, "time_limit_ms"), 0);
     int64_t trained = json_int(json_get(session, "trained_ms"), 0);
-    int64_t left;
+    int64_t old_total = model.epochs_total;
+    int old_timed = model.timed;
     char used_text[40], limit_text[40];
 
+    model.session_id = json_int(json_get(session, "id"), 0);
+    model.timed = strcmp(mode, "timed") == 0 && limit > 0;
     model.epochs_total = json_int(json_get(session, "epochs"), 0);
     model.epochs_done = json_int(json_get(session, "epochs_done"), 0);
-    left = model.epochs_total - model.epochs_done;
-    if (left < 0)
-        left = 0;
-    if (strcmp(mode, "timed") == 0 && limit > 0) {
+    /* The charts' x axis is the session's epoch count. */
+    if (model.epochs_total != old_total || model.timed != old_timed)
+        draw_charts();
+    if (model.timed) {
         format_duration((double)(trained < limit ? trained : limit) / 1000.0,
                         used_text, sizeof(used_text));
         format_duration((double)limit / 1000.0, limit_text,
@@ -228,12 +251,7 @@ static void show_run(const struct json *session)
         dom_set_text("m-left", "");
         return;
     }
-    dom_textf("m-epochs", "Epochs done: %" PRId64 " of %" PRId64,
-              model.epochs_done, model.epochs_total);
-    dom_textf("m-left", "Epochs left: %" PRId64, left);
-    dom_set_text("m-run-label", "Run progress (epochs)");
-    set_progress("m-run-bar", (double)model.epochs_done,
-                 (double)model.epochs_total);
+    show_epoch_count();
 }
 
 static void on_model(const struct json *reply)
@@ -321,11 +339,35 @@ static void metric_table(int detect, const struct metric **metrics,
     }
 }
 
+/* Write each series' value at the last epoch into the text element id,
+ * such as "Epoch 2: box 3.12, cls 4.01", so that the numbers can be read
+ * without the canvas. */
+static void show_latest(const char *id, const struct chart_series *series,
+                        size_t count)
+{
+    size_t epochs = count > 0 ? series[0].count : 0;
+    char text[400];
+    size_t len;
+
+    if (epochs == 0) {
+        dom_set_text(id, "No epochs yet.");
+        return;
+    }
+    len = (size_t)snprintf(text, sizeof(text), "Epoch %zu:", epochs);
+    for (size_t i = 0; i < count && len < sizeof(text); i++)
+        len += (size_t)snprintf(text + len, sizeof(text) - len, "%s%s %.4g",
+                                i == 0 ? " " : ", ", series[i].label,
+                                series[i].values[epochs - 1]);
+    dom_set_text(id, text);
+}
+
 static void draw_charts(void)
 {
     struct chart_series series[SERIES_MAX];
     const struct metric *metrics;
+    struct chart_axes axes;
     size_t count, losses;
+    char epochs[24];
 
     metric_table(model.detect, &metrics, &count, &losses);
     for (size_t i = 0; i < count; i++) {
@@ -334,9 +376,20 @@ static void draw_charts(void)
         series[i].values = model.values[model.detect][i];
         series[i].count = model.epochs_seen;
     }
-    chart_draw("chart-loss", CHART_W, CHART_H, series, losses);
+    /* A timed session has no epoch count, so its axis grows instead. */
+    axes.epochs = model.timed || model.epochs_total <= 0 ? 0
+                  : model.epochs_total > MAX_EPOCHS ? MAX_EPOCHS
+                                                    : (size_t)model.epochs_total;
+    axes.fractions = 0;
+    chart_draw("chart-loss", CHART_W, CHART_H, series, losses, &axes);
+    axes.fractions = 1;
     chart_draw("chart-acc", CHART_W, CHART_H, series + losses,
-               count - losses);
+               count - losses, &axes);
+    show_latest("chart-loss-latest", series, losses);
+    show_latest("chart-acc-latest", series + losses, count - losses);
+    snprintf(epochs, sizeof(epochs), "%zu", model.epochs_seen);
+    dom_set_attr("chart-loss", "data-epochs", epochs);
+    dom_set_attr("chart-acc", "data-epochs", epochs);
 }
 
 /* Format seconds as "45 s", "12 min 5 s" or "3 h 20 min". */
@@ -430,6 +483,18 @@ static void on_event(const struct json *event)
             draw_charts();
         }
         model.billing_stale = 1;
+        /* The model reply that counts this epoch can come up to 10 s
+         * later, so the run bar and the billing, which has the epoch's
+         * charge, update now. Epochs of an earlier session, replayed,
+         * are left out. */
+        if (model.session_id != 0 && !model.timed &&
+            json_int(json_get(event, "session"), 0) == model.session_id &&
+            epoch > model.epochs_done && epoch <= model.epochs_total) {
+            model.epochs_done = epoch;
+            show_epoch_count();
+            model.billing_stale = 0;
+            load_billing();
+        }
     } else if (strcmp(kind, "state") == 0) {
         /* The source requests the model at its next tick, which shows
          * the new state. */
@@ -691,6 +756,8 @@ static void build_chart(const char *parent, const char *id,
     dom_set_attr(id, "height", wh);
     dom_set_attr(id, "role", "img");
     dom_set_attr(id, "aria-label", description);
+    snprintf(heading, sizeof(heading), "%s-latest", id);
+    dom_element("p", parent, heading, "muted small-text", NULL);
 }
 
 static void build_billing(void)

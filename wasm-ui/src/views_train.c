@@ -3,8 +3,10 @@
  *   1. the data set (ready ones only);
  *   2. the model: name, the task of the data set, the architecture and
  *      scale for that task, epochs, image size, batch, and an Advanced
- *      section with the other training arguments (train_args.h). Next
- *      creates the model with POST /models;
+ *      section with the other training arguments (train_args.h). A
+ *      "Start from" select picks scratch or one of the user's models of
+ *      that task that has weights, sent as from_model. Next creates the
+ *      model with POST /models;
  *   3. training: Epochs or Timed, the instance type with its price per
  *      hour, the payment (the balance, or pay now by card for timed
  *      training), the exact price of timed training from POST /quote, the
@@ -13,12 +15,9 @@
  * Closing the dialog at step 3 keeps the model, so it can be trained
  * later from its screen, which the dialog then opens. The model screen
  * opens the dialog at step 3 for timed or prepaid training.
- *
- * The API has no way to start a model from another trained model's
- * weights (the session sets model= itself), so every model starts from
- * the architecture's scratch weights.
  */
 #include <inttypes.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +52,10 @@ static struct {
     char pay_key[33];
     int for_existing;      /* opened at step 3 from a model's screen */
 } dialog;
+
+/* Numbers each step 2's model list request, so that a late reply to an
+ * earlier one, even of an earlier dialog, is dropped. */
+static unsigned from_seq;
 
 static void show_step1(void);
 static void show_step2(void);
@@ -227,9 +230,37 @@ static int add_advanced(const struct train_arg *arg, char *args,
     return 0;
 }
 
+/* Fill the "Start from" select with the user's models of the data set's
+ * task that have weights; "Scratch" stays the first choice. */
+static void on_source_models(int status, const struct json *reply,
+                             void *ctx)
+{
+    const struct json *models = json_get(reply, "models");
+    const char *task = dialog.set_tasks[dialog.set];
+
+    if (status != 200 || (uintptr_t)ctx != from_seq)
+        return;
+    for (const struct json *m = models ? models->child : NULL; m != NULL;
+         m = m->next) {
+        const struct json *weights = json_get(m, "has_weights");
+        char value[24], text[240];
+
+        if (weights == NULL || weights->type != JSON_TRUE ||
+            strcmp(json_string(json_get(m, "task"), ""), task) != 0)
+            continue;
+        snprintf(value, sizeof(value), "%" PRId64,
+                 json_int(json_get(m, "id"), 0));
+        snprintf(text, sizeof(text), "%s (%s)",
+                 json_string(json_get(m, "name"), "?"),
+                 json_string(json_get(m, "architecture"), "?"));
+        dom_option("train-from", value, text);
+    }
+}
+
 static void next_from_step2(void *ctx)
 {
     char name[200], name_json[420], arch[40], args[4096], body[5000];
+    char from[24], from_json[40] = "";
     long imgsz = read_positive("train-imgsz");
     long batch = read_positive("train-batch");
 
@@ -260,11 +291,16 @@ static void next_from_step2(void *ctx)
         return;
     }
     strcat(args, "}");
+    /* The select's values are model ids written by on_source_models, or
+     * "" for scratch. */
+    dom_get_value("train-from", from, sizeof(from));
+    if (from[0] != '\0' && strspn(from, "0123456789") == strlen(from))
+        snprintf(from_json, sizeof(from_json), ",\"from_model\":%s", from);
     json_quote(name, name_json, sizeof(name_json));
     snprintf(body, sizeof(body),
              "{\"name\":%s,\"dataset\":%" PRId64 ",\"architecture\":\"%s\","
-             "\"args\":%s}",
-             name_json, dialog.set_ids[dialog.set], arch, args);
+             "\"args\":%s%s}",
+             name_json, dialog.set_ids[dialog.set], arch, args, from_json);
     dom_set_disabled("train-next", 1);
     api_post("/models", body, on_model_created, NULL);
 }
@@ -326,9 +362,10 @@ static void show_step2(void)
         snprintf(text, sizeof(text), "YOLOv8 %s: %s", scale_names[i], file);
         dom_option("train-arch", file, text);
     }
-    dom_element("p", "train-model", "train-from", "field muted",
-                "Starts from scratch: starting from a trained model is "
-                "not offered by the API yet.");
+    dom_select("train-model", "train-from", "Start from");
+    dom_option("train-from", "", "Scratch");
+    from_seq++;
+    api_get("/models", on_source_models, (void *)(uintptr_t)from_seq);
     dom_input("train-model", "train-epochs", "Epochs", "number", "10");
     dom_set_attr("train-epochs", "min", "1");
     dom_input("train-model", "train-imgsz", "Image size (pixels)", "number",
