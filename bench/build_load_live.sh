@@ -21,6 +21,6 @@ gcc -std=c11 -O2 -g -D_GNU_SOURCE -Icommon -Ikernels -Ibackend \
     tests/integration/test_load_live.c tests/support/*.c \
     "$build/rel/libtrainyard.a" \
     $(pkg-config --libs libwebsockets sqlite3 libcjson libsodium yaml-0.1 \
-      libjpeg spng libzip openblas zlib) \
+      libjpeg spng libzip openblas zlib libssl libcrypto) \
     -lcivetweb -lhpdf -ldnnl -lm -lpthread -fopenmp -lcmocka \
     -o "$build/bench/load_live"
