@@ -23,7 +23,7 @@
  * commands. A sender writes only what fits in the socket's send buffer
  * without blocking (socket_room). When more is queued it marks the viewer
  * slow and leaves the queue to the writer, whose blocking writes then
- * hold up nobody else, until the writer has caught up.
+ * hold up no other viewer, until the writer has caught up.
  *
  * Lock. One mutex, live.lock, guards the viewers, their send queues,
  * commands and subscriptions, the ready list, and the index from model to
@@ -179,10 +179,10 @@ struct viewer {
     pthread_cond_t wake; /* broadcast on any change the writer waits for */
 
     struct viewer *ready_next; /* in live.ready, while ready is 1 */
-    int ready;        /* waits in live.ready for a sender */
-    int owned;        /* the writer or a sender is writing to the socket */
-    int owner_wanted; /* a thread waits on wake for owned to clear */
-    int slow;         /* the writer, not a sender, drains the send queue */
+    int ready;        /* 1 while in live.ready, waiting for a sender */
+    int owned;        /* 1 while the writer or a sender writes to fd */
+    int waiting_for_socket; /* 1 while a thread waits on wake for !owned */
+    int slow;         /* 1 while the writer, not a sender, drains out_* */
     int sndbuf;       /* SO_SNDBUF as Linux reports it, or 0 */
 
     struct out_item *out_head, *out_tail;
@@ -484,8 +484,8 @@ static void wake_sender_locked(struct viewer *v)
 static void release_socket_locked(struct viewer *v)
 {
     v->owned = 0;
-    if (v->owner_wanted || v->slow || v->closing) {
-        v->owner_wanted = 0;
+    if (v->waiting_for_socket || v->slow || v->closing) {
+        v->waiting_for_socket = 0;
         pthread_cond_broadcast(&v->wake);
     }
     if (v->out_head != NULL)
@@ -1106,10 +1106,11 @@ static void *writer_main(void *arg)
         struct subscription *sub;
 
         if (v->owned) {
-            /* A sender is writing; the close handler waits for it. */
+            /* A sender is writing. After the close handler ran, it waits
+             * for the sender itself. */
             if (v->closed)
                 break;
-            v->owner_wanted = 1;
+            v->waiting_for_socket = 1;
             pthread_cond_wait(&v->wake, &live.lock);
             continue;
         }
@@ -1178,7 +1179,7 @@ static void *writer_main(void *arg)
                 write_failed(v);
             pthread_mutex_lock(&live.lock);
             /* Caught up: the senders take over again. */
-            if (v->out_head == NULL && v->fd >= 0)
+            if (v->out_head == NULL && v->fd >= 0 && v->sndbuf > 0)
                 v->slow = 0;
             release_socket_locked(v);
             continue;
@@ -1208,11 +1209,15 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
-/* ---- the senders ----------------------------------------------------------- */
+/* ---- the senders --------------------------------------------------------- */
 
-/* Bytes that can be written to v's socket now without blocking, by a
- * safe margin: a quarter of the send buffer less what it holds. 0 when
- * the socket's fill cannot be read. */
+/* Bytes that can be written to v's socket now without blocking: a
+ * quarter of the send buffer less the bytes it holds, or 0 when the
+ * socket is not writable or its fill cannot be read.
+ * NOTE: the quarter is an estimate of the margin for the kernel's
+ * per-segment overhead, which SIOCOUTQ does not count. Should a write
+ * still block, that sender waits until the browser reads or the socket
+ * is shut down, and the other senders carry on. */
 static size_t socket_room(const struct viewer *v)
 {
     struct pollfd pfd = {.fd = v->fd, .events = POLLOUT};
@@ -1890,7 +1895,7 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
     deadline = clock_monotonic_ms() + LIVE_CLOSE_WAIT_MS;
     while (((v->writer_started && !v->writer_done) || v->owned) &&
            clock_monotonic_ms() < deadline) {
-        v->owner_wanted = 1;
+        v->waiting_for_socket = 1;
         wait_until(&v->wake, deadline);
     }
     if (!v->writer_done || v->owned)
@@ -1899,10 +1904,11 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
 
     if (v->writer_started)
         pthread_join(v->writer, NULL);
-    /* A sender may still be writing; the shutdown makes it fail soon. */
+    /* A sender may still own the socket. It lets go soon, because a
+     * blocked write fails once the socket is shut down above. */
     pthread_mutex_lock(&live.lock);
     while (v->owned) {
-        v->owner_wanted = 1;
+        v->waiting_for_socket = 1;
         pthread_cond_wait(&v->wake, &live.lock);
     }
     pthread_mutex_unlock(&live.lock);
