@@ -4,25 +4,37 @@
  * Threads. civetweb runs each WebSocket connection on one of its worker
  * threads for as long as it is open: that thread (the reader) runs the
  * connect, ready, data and close handlers below and reads the socket. Each
- * connection (struct viewer) has one more thread of its own, the writer.
- * The writer alone writes to the socket and alone calls the backend for
- * the connection: models.get when a subscription starts, progress.after
- * for replays, auth.session to recheck the session. The reader only
- * parses messages, queues the replies to pings and hands subscribe and
- * unsubscribe requests to the writer as commands. upstream.c's thread calls
- * on_backend_event for each progress event and only queues: it appends
- * the event to each subscriber's bounded send queue and wakes the writer.
- * A ticker thread shuts down the sockets of connections that did not
- * close in time.
+ * connection (struct viewer) has one more thread of its own, the writer,
+ * which alone calls the backend for the connection: models.get when a
+ * subscription starts, progress.after for replays, auth.session to
+ * recheck the session. The reader only parses messages, queues the
+ * replies to pings and hands subscribe and unsubscribe requests to the
+ * writer as commands. upstream.c's thread calls on_backend_event for each
+ * progress event and only queues: it appends the event to each
+ * subscriber's bounded send queue and puts the viewer on the ready list.
+ * A few sender threads (LIVE_SENDERS) take viewers from that list in
+ * batches and write their queues, so that an event to 1,000 viewers
+ * wakes a few threads, not 1,000. A ticker thread shuts down the sockets
+ * of connections that did not close in time.
+ *
+ * Socket. One thread at a time writes to a viewer's socket: the one that
+ * set viewer.owned, and it checks the send queue when it lets go. The
+ * writer owns the socket for replays, pings, the close frame and its
+ * commands. A sender writes only what fits in the socket's send buffer
+ * without blocking (socket_room). When more is queued it marks the viewer
+ * slow and leaves the queue to the writer, whose blocking writes then
+ * hold up no other viewer, until the writer has caught up.
  *
  * Lock. One mutex, live.lock, guards the viewers, their send queues,
- * commands and subscriptions, and the index from model to subscriptions.
- * Threads hold it for short steps (queueing, unlinking, counting, a
- * shutdown(2) call), never while writing to a socket or waiting for the
- * backend, so a browser that stops reading blocks only its own writer.
+ * commands and subscriptions, the ready list, and the index from model to
+ * subscriptions. Threads hold it for short steps (queueing, unlinking,
+ * counting, a shutdown(2) call), never while writing to a socket or
+ * waiting for the backend, so a browser that stops reading blocks only
+ * its own writer.
  *
  * Ownership. A viewer is created by the ready handler and freed by the
- * close handler after its writer has exited. A subscription belongs to
+ * close handler after its writer has exited and no sender owns its
+ * socket. A subscription belongs to
  * its viewer: the writer creates it and frees it on unsubscribe or when
  * the model is gone, and the close handler frees the rest. Other threads
  * reach subscriptions only through the model index, under the lock. A
@@ -41,7 +53,10 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -51,6 +66,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -84,6 +100,15 @@
  * the kernel from growing the buffer of a browser that does not read to
  * megabytes, so the send queue limit takes effect soon. */
 #define LIVE_SOCKET_SNDBUF (128 * 1024)
+/* Threads that write queued messages to the sockets of all viewers. */
+#define LIVE_SENDERS 4
+/* Viewers a sender takes from the ready list at a time, so that the
+ * senders share the fan-out of one event. */
+#define LIVE_SEND_BATCH 64
+/* Bytes counted per message on top of its text when a sender checks the
+ * room in a socket's send buffer: the frame header (at most 10 bytes)
+ * and, with TLS, two record headers and their MACs. */
+#define LIVE_FRAME_OVERHEAD 64
 /* Largest whole number a JSON number carries exactly (2^53). */
 #define LIVE_INT_MAX 9007199254740992LL
 
@@ -153,6 +178,13 @@ struct viewer {
     int writer_done;
     pthread_cond_t wake; /* broadcast on any change the writer waits for */
 
+    struct viewer *ready_next; /* in live.ready, while ready is 1 */
+    int ready;        /* 1 while in live.ready, waiting for a sender */
+    int owned;        /* 1 while the writer or a sender writes to fd */
+    int waiting_for_socket; /* 1 while a thread waits on wake for !owned */
+    int slow;         /* 1 while the writer, not a sender, drains out_* */
+    int sndbuf;       /* SO_SNDBUF as Linux reports it, or 0 */
+
     struct out_item *out_head, *out_tail;
     size_t out_count, out_bytes;
     struct command *cmd_head, *cmd_tail;
@@ -188,6 +220,10 @@ static struct {
     int nviewers;
     uint64_t next_id;
     struct subscription *buckets[LIVE_BUCKETS];
+    struct viewer *ready_head, *ready_tail;
+    pthread_cond_t sender_wake;
+    pthread_t senders[LIVE_SENDERS];
+    int nsenders;
     unsigned bad_events; /* malformed backend events, for rate-limited logs */
 } live = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
@@ -394,6 +430,68 @@ static void shutdown_locked(struct viewer *v)
     v->shut = 1;
 }
 
+/* Append v to the ready list, where a sender finds it, unless it is
+ * there or closing. */
+static void ready_push_locked(struct viewer *v)
+{
+    if (v->ready || v->closing)
+        return;
+    v->ready = 1;
+    v->ready_next = NULL;
+    if (live.ready_tail != NULL) {
+        live.ready_tail->ready_next = v;
+    } else {
+        live.ready_head = v;
+        pthread_cond_signal(&live.sender_wake);
+    }
+    live.ready_tail = v;
+}
+
+static void ready_remove_locked(struct viewer *v)
+{
+    struct viewer *prev = NULL;
+
+    if (!v->ready)
+        return;
+    for (struct viewer *it = live.ready_head; it != NULL;
+         prev = it, it = it->ready_next) {
+        if (it != v)
+            continue;
+        if (prev != NULL)
+            prev->ready_next = v->ready_next;
+        else
+            live.ready_head = v->ready_next;
+        if (live.ready_tail == v)
+            live.ready_tail = prev;
+        break;
+    }
+    v->ready_next = NULL;
+    v->ready = 0;
+}
+
+/* Have someone write v's send queue: the writer when v is slow, else a
+ * sender. A thread that owns the socket checks the queue when it lets
+ * go, so nothing needs waking then. */
+static void wake_sender_locked(struct viewer *v)
+{
+    if (v->slow)
+        pthread_cond_broadcast(&v->wake);
+    else if (!v->owned)
+        ready_push_locked(v);
+}
+
+/* Let go of v's socket, and hand what was queued meanwhile on. */
+static void release_socket_locked(struct viewer *v)
+{
+    v->owned = 0;
+    if (v->waiting_for_socket || v->slow || v->closing) {
+        v->waiting_for_socket = 0;
+        pthread_cond_broadcast(&v->wake);
+    }
+    if (v->out_head != NULL)
+        wake_sender_locked(v);
+}
+
 /* Stop queueing for v and, when code is not 0, have the writer send a
  * close frame with code and reason. The ticker shuts the socket down if
  * the connection is still open LIVE_CLOSE_GRACE_MS later. */
@@ -460,7 +558,7 @@ static int queue_push_locked(struct viewer *v, int opcode,
     v->out_tail = item;
     v->out_count++;
     v->out_bytes += text->len;
-    pthread_cond_broadcast(&v->wake);
+    wake_sender_locked(v);
     return 0;
 }
 
@@ -1007,14 +1105,25 @@ static void *writer_main(void *arg)
         int64_t now = clock_monotonic_ms(), wake_at;
         struct subscription *sub;
 
+        if (v->owned) {
+            /* A sender is writing. After the close handler ran, it waits
+             * for the sender itself. */
+            if (v->closed)
+                break;
+            v->waiting_for_socket = 1;
+            pthread_cond_wait(&v->wake, &live.lock);
+            continue;
+        }
         if (v->close_pending) {
             int code = v->close_code;
             char reason[sizeof(v->close_reason)];
             memcpy(reason, v->close_reason, sizeof(reason));
             v->close_pending = 0;
+            v->owned = 1;
             pthread_mutex_unlock(&live.lock);
             send_close_frame(v, code, reason);
             pthread_mutex_lock(&live.lock);
+            release_socket_locked(v);
             continue;
         }
         if (v->closed)
@@ -1029,6 +1138,7 @@ static void *writer_main(void *arg)
             if (v->cmd_head == NULL)
                 v->cmd_tail = NULL;
             v->cmd_count--;
+            v->owned = 1;
             pthread_mutex_unlock(&live.lock);
             if (c->kind == COMMAND_SUBSCRIBE)
                 subscribe(v, c->model, c->after);
@@ -1036,24 +1146,30 @@ static void *writer_main(void *arg)
                 unsubscribe(v, c->model);
             free(c);
             pthread_mutex_lock(&live.lock);
+            release_socket_locked(v);
             continue;
         }
         wake_at = next_ping < next_check ? next_ping : next_check;
         sub = due_replay_locked(v, now, &wake_at);
         if (sub != NULL) {
             sub->replay_due = 0;
+            v->owned = 1;
             pthread_mutex_unlock(&live.lock);
             replay(v, sub);
             pthread_mutex_lock(&live.lock);
+            release_socket_locked(v);
             continue;
         }
-        if (v->out_head != NULL) {
+        if (v->out_head != NULL && v->slow) {
+            /* Blocking writes, one message at a time, so that only this
+             * thread waits for a browser that reads slowly. */
             struct out_item *item = v->out_head;
             v->out_head = item->next;
             if (v->out_head == NULL)
                 v->out_tail = NULL;
             v->out_count--;
             v->out_bytes -= item->text->len;
+            v->owned = 1;
             pthread_mutex_unlock(&live.lock);
             int rc =
                 write_frame(v, item->opcode, item->text->data, item->text->len);
@@ -1062,14 +1178,20 @@ static void *writer_main(void *arg)
             if (rc != 0)
                 write_failed(v);
             pthread_mutex_lock(&live.lock);
+            /* Caught up: the senders take over again. */
+            if (v->out_head == NULL && v->fd >= 0 && v->sndbuf > 0)
+                v->slow = 0;
+            release_socket_locked(v);
             continue;
         }
         if (now >= next_ping) {
             next_ping = now + interval;
+            v->owned = 1;
             pthread_mutex_unlock(&live.lock);
             if (write_frame(v, MG_WEBSOCKET_OPCODE_PING, NULL, 0) != 0)
                 write_failed(v);
             pthread_mutex_lock(&live.lock);
+            release_socket_locked(v);
             continue;
         }
         if (now >= next_check) {
@@ -1083,6 +1205,120 @@ static void *writer_main(void *arg)
     }
     v->writer_done = 1;
     pthread_cond_broadcast(&v->wake);
+    pthread_mutex_unlock(&live.lock);
+    return NULL;
+}
+
+/* ---- the senders --------------------------------------------------------- */
+
+/* Bytes that can be written to v's socket now without blocking: a
+ * quarter of the send buffer less the bytes it holds, or 0 when the
+ * socket is not writable or its fill cannot be read.
+ * NOTE: the quarter is an estimate of the margin for the kernel's
+ * per-segment overhead, which SIOCOUTQ does not count. Should a write
+ * still block, that sender waits until the browser reads or the socket
+ * is shut down, and the other senders carry on. */
+static size_t socket_room(const struct viewer *v)
+{
+    struct pollfd pfd = {.fd = v->fd, .events = POLLOUT};
+    size_t limit = (size_t)v->sndbuf / 4;
+    int unsent = 0;
+
+    if (v->fd < 0 || v->sndbuf <= 0)
+        return 0;
+    if (poll(&pfd, 1, 0) != 1 || (pfd.revents & POLLOUT) == 0)
+        return 0;
+    if (ioctl(v->fd, SIOCOUTQ, &unsent) != 0 || unsent < 0)
+        return 0;
+    return (size_t)unsent < limit ? limit - (size_t)unsent : 0;
+}
+
+static void set_cork(const struct viewer *v, int on)
+{
+    setsockopt(v->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+}
+
+/* Write as much of v's send queue as the socket takes without blocking,
+ * in one TCP segment where it fits, and hand the rest to v's writer.
+ * The caller owns v's socket. */
+static void send_queued(struct viewer *v)
+{
+    size_t room = socket_room(v), used = 0;
+    struct out_item *head = NULL, **tail = &head;
+    int rc = 0;
+
+    pthread_mutex_lock(&live.lock);
+    while (v->out_head != NULL &&
+           used + v->out_head->text->len + LIVE_FRAME_OVERHEAD <= room) {
+        struct out_item *item = v->out_head;
+        v->out_head = item->next;
+        v->out_count--;
+        v->out_bytes -= item->text->len;
+        used += item->text->len + LIVE_FRAME_OVERHEAD;
+        item->next = NULL;
+        *tail = item;
+        tail = &item->next;
+    }
+    if (v->out_head == NULL)
+        v->out_tail = NULL;
+    else
+        v->slow = 1;
+    pthread_mutex_unlock(&live.lock);
+
+    if (head != NULL)
+        set_cork(v, 1);
+    while (head != NULL) {
+        struct out_item *item = head;
+        head = item->next;
+        if (rc == 0)
+            rc = write_frame(v, item->opcode, item->text->data,
+                             item->text->len);
+        text_release(item->text);
+        free(item);
+    }
+    if (used > 0)
+        set_cork(v, 0);
+    if (rc != 0)
+        write_failed(v);
+}
+
+/* A sender: takes viewers from the ready list in batches and writes
+ * their queues, so that one event costs a few thread wakeups instead of
+ * one per viewer. */
+static void *sender_main(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&live.lock);
+    while (live.running) {
+        struct viewer *batch[LIVE_SEND_BATCH];
+        int n = 0;
+
+        while (n < LIVE_SEND_BATCH && live.ready_head != NULL) {
+            struct viewer *v = live.ready_head;
+            live.ready_head = v->ready_next;
+            if (live.ready_head == NULL)
+                live.ready_tail = NULL;
+            v->ready_next = NULL;
+            v->ready = 0;
+            /* An owner checks the queue when it lets go. */
+            if (v->closing || v->owned || v->slow || v->out_head == NULL)
+                continue;
+            v->owned = 1;
+            batch[n++] = v;
+        }
+        if (n == 0) {
+            pthread_cond_wait(&live.sender_wake, &live.lock);
+            continue;
+        }
+        if (live.ready_head != NULL)
+            pthread_cond_signal(&live.sender_wake);
+        pthread_mutex_unlock(&live.lock);
+        for (int i = 0; i < n; i++)
+            send_queued(batch[i]);
+        pthread_mutex_lock(&live.lock);
+        for (int i = 0; i < n; i++)
+            release_socket_locked(batch[i]);
+    }
     pthread_mutex_unlock(&live.lock);
     return NULL;
 }
@@ -1567,8 +1803,14 @@ static void on_ready(struct mg_connection *conn, void *cbdata)
     v->fd = find_socket(info);
     if (v->fd >= 0) {
         int size = LIVE_SOCKET_SNDBUF;
+        socklen_t n = sizeof(v->sndbuf);
         setsockopt(v->fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+        if (getsockopt(v->fd, SOL_SOCKET, SO_SNDBUF, &v->sndbuf, &n) != 0)
+            v->sndbuf = 0;
     }
+    /* Without the socket a sender cannot tell whether a write would
+     * block, so the writer writes everything. */
+    v->slow = v->fd < 0 || v->sndbuf <= 0;
     snprintf(v->addr, sizeof(v->addr), "%s", info->remote_addr);
     cond_init_monotonic(&v->wake);
     /* The connect handler checked the session; this finds it in the
@@ -1646,19 +1888,30 @@ static void on_close(const struct mg_connection *conn, void *cbdata)
         }
     }
     live.nviewers--;
+    ready_remove_locked(v);
     pthread_cond_broadcast(&v->wake);
-    /* A writer blocked on a browser that does not read is released by
-     * shutting the socket down. */
+    /* A writer or sender blocked on a browser that does not read is
+     * released by shutting the socket down. */
     deadline = clock_monotonic_ms() + LIVE_CLOSE_WAIT_MS;
-    while (v->writer_started && !v->writer_done &&
-           clock_monotonic_ms() < deadline)
+    while (((v->writer_started && !v->writer_done) || v->owned) &&
+           clock_monotonic_ms() < deadline) {
+        v->waiting_for_socket = 1;
         wait_until(&v->wake, deadline);
-    if (!v->writer_done)
+    }
+    if (!v->writer_done || v->owned)
         shutdown_locked(v);
     pthread_mutex_unlock(&live.lock);
 
     if (v->writer_started)
         pthread_join(v->writer, NULL);
+    /* A sender may still own the socket. It lets go soon, because a
+     * blocked write fails once the socket is shut down above. */
+    pthread_mutex_lock(&live.lock);
+    while (v->owned) {
+        v->waiting_for_socket = 1;
+        pthread_cond_wait(&v->wake, &live.lock);
+    }
+    pthread_mutex_unlock(&live.lock);
     log_info("live closed viewer=%llu account=%lld messages_sent=%llu",
              (unsigned long long)v->id, (long long)v->account,
              (unsigned long long)v->messages_sent);
@@ -1722,15 +1975,27 @@ int live_start(struct mg_context *ctx, struct error *err)
                          "WebSocket support (USE_WEBSOCKET); install one "
                          "with it, such as Debian's libcivetweb1");
     cond_init_monotonic(&live.ticker_wake);
+    pthread_cond_init(&live.sender_wake, NULL);
     pthread_mutex_lock(&live.lock);
     live.running = 1;
     pthread_mutex_unlock(&live.lock);
     if (pthread_create(&live.ticker, NULL, ticker_main, NULL) != 0) {
         live.running = 0;
         pthread_cond_destroy(&live.ticker_wake);
+        pthread_cond_destroy(&live.sender_wake);
         return error_set(err, -EAGAIN, "cannot start the live ticker thread");
     }
     live.ticker_started = 1;
+    for (live.nsenders = 0; live.nsenders < LIVE_SENDERS; live.nsenders++) {
+        if (pthread_create(&live.senders[live.nsenders], NULL, sender_main,
+                           NULL) != 0) {
+            int started = live.nsenders;
+            live_stop();
+            return error_set(err, -EAGAIN,
+                             "cannot start live sender thread %d of %d",
+                             started + 1, LIVE_SENDERS);
+        }
+    }
     upstream_set_event_handler(on_backend_event, NULL);
     upstream_set_connect_handler(on_backend_connect, NULL);
     mg_set_websocket_handler(ctx, LIVE_PATH, on_connect, on_ready, on_data,
@@ -1750,8 +2015,13 @@ void live_stop(void)
     pthread_mutex_lock(&live.lock);
     live.running = 0;
     pthread_cond_signal(&live.ticker_wake);
+    pthread_cond_broadcast(&live.sender_wake);
     pthread_mutex_unlock(&live.lock);
     pthread_join(live.ticker, NULL);
+    for (int i = 0; i < live.nsenders; i++)
+        pthread_join(live.senders[i], NULL);
+    live.nsenders = 0;
     pthread_cond_destroy(&live.ticker_wake);
+    pthread_cond_destroy(&live.sender_wake);
     live.ticker_started = 0;
 }
