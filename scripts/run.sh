@@ -64,7 +64,29 @@ wait_ready() {
 # terminal signal only this script, and stop() can stop them in order.
 # setsid does not fork here, because a background job of a script is not
 # a process group leader, so $! is the server's own process id.
-setsid "$build/bin/backend" --data "$data" \
+# The CPU instance type, and a GPU one for each CUDA device that can
+# train, as `train devices` lists them at the first start. The file is
+# kept after that, so that an operator can edit it; delete it to look
+# for devices again.
+config="$data/instance-types.yaml"
+[ -f "$config" ] || {
+    echo "instance_types:"
+    echo "  - name: cpu"
+    echo "    device: cpu"
+    echo "    price_per_hour: \"0.50\""
+    echo "    capacity: 1"
+    "$build/bin/train" devices 2>/dev/null | while read -r index name; do
+        echo "  - name: gpu$index"
+        echo "    device: $index"
+        echo "    price_per_hour: \"2.50\""
+        echo "    capacity: 1"
+    done
+} >"$config"
+gpus=$(grep -c '^  - name: gpu' "$config" || true)
+echo "Instance types: cpu (\$0.50/h)$( [ "$gpus" -gt 0 ] &&
+    echo ", $gpus GPU type(s) (\$2.50/h)" ) from $config"
+
+setsid "$build/bin/backend" --config "$config" --data "$data" \
     --listen "127.0.0.1:$backend_port" --port-file "$data/backend.port" &
 backend_pid=$!
 wait_ready "$backend_pid" "$data/backend.port" backend \

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "engine/args.h"
+#include "engine/device.h"
 #include "engine/fmnist.h"
 #include "engine/fmnist_det.h"
 #include "engine/predict.h"
@@ -50,6 +51,9 @@ static void usage(FILE *out)
             "(default:\n"
             "2,000 and 500 scenes, seed 0). The same seed writes the same "
             "files.\n"
+            "\n"
+            "Usage: train devices\n"
+            "List the CUDA devices that can train, one number per line.\n"
             "\n"
             "Usage: train predict model=CHECKPOINT source=IMAGE_OR_FOLDER\n"
             "       [imgsz=N] [conf=0.25] [iou=0.7] [max_det=300] "
@@ -153,6 +157,33 @@ static int make_fmnist_det(int argc, char **argv)
     return 0;
 }
 
+/* train devices: print the number of each CUDA device that can train,
+ * one per line, and why none can when there is none. */
+static int list_devices(void)
+{
+    struct error err = {0};
+    int found = 0;
+
+    log_init("train", LOG_LEVEL_WARN, 2);
+    for (int i = 0; i < 64; i++) {
+        struct device dev;
+        char spec[16];
+
+        snprintf(spec, sizeof(spec), "%d", i);
+        if (device_open(&dev, spec, 1, &err) != 0) {
+            device_close(&dev);
+            break;
+        }
+        printf("%d %s\n", i, dev.name);
+        device_close(&dev);
+        found++;
+    }
+    if (found == 0)
+        fprintf(stderr, "train devices: no CUDA device can train: %s\n",
+                err.msg);
+    return 0;
+}
+
 static void on_signal(int sig)
 {
     (void)sig;
@@ -172,6 +203,8 @@ int main(int argc, char **argv)
         return make_fmnist_det(argc, argv);
     if (argc > 1 && strcmp(argv[1], "predict") == 0)
         return predict_main(argc, argv);
+    if (argc > 1 && strcmp(argv[1], "devices") == 0)
+        return list_devices();
 
     args_defaults(&args);
     for (int i = 1; i < argc; i++) {
