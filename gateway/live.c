@@ -1233,14 +1233,66 @@ static size_t socket_room(const struct viewer *v)
     return (size_t)unsent < limit ? limit - (size_t)unsent : 0;
 }
 
-static void set_cork(const struct viewer *v, int on)
+/* Append one unmasked server frame (RFC 6455, section 5.2) to out and
+ * return its length: FIN and the opcode, the payload length in 1, 3 or
+ * 9 bytes, then the payload. */
+static size_t encode_frame(unsigned char *out, int opcode, const char *data,
+                           size_t len)
 {
-    setsockopt(v->fd, IPPROTO_TCP, TCP_CORK, &on, sizeof(on));
+    size_t n = 0;
+
+    out[n++] = (unsigned char)(0x80 | (opcode & 0x0f));
+    if (len < 126) {
+        out[n++] = (unsigned char)len;
+    } else if (len <= 0xffff) {
+        out[n++] = 126;
+        out[n++] = (unsigned char)(len >> 8);
+        out[n++] = (unsigned char)len;
+    } else {
+        out[n++] = 127;
+        for (int shift = 56; shift >= 0; shift -= 8)
+            out[n++] = (unsigned char)((uint64_t)len >> shift);
+    }
+    memcpy(out + n, data, len);
+    return n + len;
+}
+
+/* Write the frames of a list of queued items with one write under the
+ * connection's lock, the lock civetweb's own frame writes take, so the
+ * whole batch leaves in as few segments as the kernel can make of it.
+ * Frees the items. Returns 0, or -1 when the write failed. */
+static int write_batch(struct viewer *v, struct out_item *head, size_t bytes)
+{
+    unsigned char *buf = malloc(bytes > 0 ? bytes : 1);
+    size_t n = 0;
+    int count = 0, rc = 0;
+
+    while (head != NULL) {
+        struct out_item *item = head;
+        head = item->next;
+        if (buf != NULL) {
+            n += encode_frame(buf + n, item->opcode, item->text->data,
+                              item->text->len);
+            count++;
+        }
+        text_release(item->text);
+        free(item);
+    }
+    if (buf == NULL)
+        return -1;
+    mg_lock_connection(v->conn);
+    if (mg_write(v->conn, buf, n) != (int)n)
+        rc = -1;
+    mg_unlock_connection(v->conn);
+    free(buf);
+    if (rc == 0)
+        v->messages_sent += (uint64_t)count;
+    return rc;
 }
 
 /* Write as much of v's send queue as the socket takes without blocking,
- * in one TCP segment where it fits, and hand the rest to v's writer.
- * The caller owns v's socket. */
+ * in one write, and hand the rest to v's writer. The caller owns v's
+ * socket. */
 static void send_queued(struct viewer *v)
 {
     size_t room = socket_room(v), used = 0;
@@ -1266,18 +1318,7 @@ static void send_queued(struct viewer *v)
     pthread_mutex_unlock(&live.lock);
 
     if (head != NULL)
-        set_cork(v, 1);
-    while (head != NULL) {
-        struct out_item *item = head;
-        head = item->next;
-        if (rc == 0)
-            rc = write_frame(v, item->opcode, item->text->data,
-                             item->text->len);
-        text_release(item->text);
-        free(item);
-    }
-    if (used > 0)
-        set_cork(v, 0);
+        rc = write_batch(v, head, used);
     if (rc != 0)
         write_failed(v);
 }
