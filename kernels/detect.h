@@ -13,7 +13,7 @@
  * Channels 4 * reg_max .. no - 1 are class logits.
  *
  * Anchor points are cell centres, (x + 0.5, y + 0.5) in grid units of
- * their level; times the level's stride they are pixels of the network
+ * their level. Times the level's stride, they are pixels of the network
  * input. Ground-truth and predicted boxes are x1, y1, x2, y2 in pixels of
  * the network input.
  *
@@ -107,10 +107,11 @@ struct det_box {
 
 /* ---- Loss --------------------------------------------------------------
  * The YOLOv8 detection loss of a batch. The assigner (topk, alpha, beta)
- * picks positive anchors per ground-truth box; the box loss is 1 - CIoU on
- * positives, DFL the cross-entropy of the two bins around each target
- * distance, the class loss BCE with logits against the assigner's soft
- * targets, each normalised by max(sum of soft targets, 1). */
+ * picks positive anchors per ground-truth box. The box loss is 1 - CIoU
+ * on positives, and DFL is the cross-entropy of the two bins around each
+ * target distance. The class loss is BCE with logits against the
+ * assigner's soft targets. Each is normalised by max(sum of soft
+ * targets, 1). */
 struct det_loss_config {
     int topk;                 /* 10 */
     float alpha, beta;        /* 0.5, 6.0 */
@@ -151,13 +152,13 @@ int cuda_det_loss_forward_backward(struct kctx *ctx,
                                    struct det_loss_result *result);
 
 /* ---- Decode and NMS ----------------------------------------------------
- * Decode every anchor's box (DFL expectation per side, distances times
- * the stride around the anchor point) and class scores (sigmoid), keep
- * candidates over conf, at most max_nms of the highest per image, and
- * suppress per class with IoU over iou (boxes of different classes never
- * suppress each other). multi_label lets one box enter once per class
- * whose score is over conf, as in validation; otherwise only its best
- * class counts. */
+ * Every anchor's box is decoded from the DFL expectation of each side,
+ * a distance in strides around the anchor point, and its class scores
+ * are the sigmoids of the logits. Candidates over conf are kept, at most
+ * max_nms of the highest per image. Suppression is per class, for IoU
+ * over iou, so boxes of different classes never suppress each other.
+ * With multi_label a box enters once per class whose score is over conf,
+ * as in validation; otherwise only its best class counts. */
 struct det_nms_config {
     float conf;      /* 0.001 validating, 0.25 predicting */
     float iou;       /* 0.7 */
@@ -167,9 +168,10 @@ struct det_nms_config {
 };
 
 /* Decode and suppress a batch. boxes receives up to max_det detections
- * per image, image i's at boxes + i * max_det, sorted by descending conf
- * (ties: lower anchor index, then lower class first); counts[i] their
- * number. Returns 0 or a negative errno-style code. */
+ * per image, image i's at boxes + i * max_det, sorted by descending conf.
+ * Ties put the lower anchor index first, then the lower class. counts[i]
+ * is image i's number of detections. Returns 0 or a negative errno-style
+ * code. */
 int cpu_det_decode_nms(struct kctx *ctx, const struct det_layout *layout,
                        const struct det_nms_config *cfg, int batch,
                        const float *pred, struct det_box *boxes, int *counts);
