@@ -14,12 +14,10 @@
  * Ground-truth boxes and detections stay in host memory on every device:
  * the loss and the decoder take them there and copy what they need.
  */
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -53,55 +51,14 @@ const char det_csv_header[] =
     "metrics/mAP50-95(B),val/box_loss,val/cls_loss,val/dfl_loss,lr/pg0,"
     "lr/pg1,lr/pg2\n";
 
-static int has_suffix(const char *s, const char *suffix)
-{
-    size_t n = strlen(s), k = strlen(suffix);
-
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-static int has_data_yaml(const char *dir)
-{
-    char path[PATH_MAX];
-    struct stat st;
-
-    snprintf(path, sizeof(path), "%s/data.yaml", dir);
-    return stat(path, &st) == 0 && S_ISREG(st.st_mode);
-}
-
 int det_is_dataset(const char *path)
 {
-    struct stat st;
-    DIR *d;
-    struct dirent *e;
-    char only[PATH_MAX] = "";
-    int folders = 0, files = 0;
+    struct error err = {0};
+    char *yaml = NULL;
+    int found = dataset_det_find_yaml(path, &yaml, &err) == 0;
 
-    if (has_suffix(path, ".yaml") || has_suffix(path, ".yml"))
-        return 1;
-    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode))
-        return 0;
-    if (has_data_yaml(path))
-        return 1;
-
-    /* An archive's single top folder. */
-    d = opendir(path);
-    if (d == NULL)
-        return 0;
-    while ((e = readdir(d)) != NULL) {
-        char child[PATH_MAX];
-        if (e->d_name[0] == '.')
-            continue;
-        snprintf(child, sizeof(child), "%s/%s", path, e->d_name);
-        if (stat(child, &st) == 0 && S_ISDIR(st.st_mode)) {
-            folders++;
-            snprintf(only, sizeof(only), "%s", child);
-        } else {
-            files++;
-        }
-    }
-    closedir(d);
-    return folders == 1 && files == 0 && has_data_yaml(only);
+    free(yaml);
+    return found;
 }
 
 int det_run_load_data(struct run *r, struct error *err)

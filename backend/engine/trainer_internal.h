@@ -1,9 +1,9 @@
 /*
  * State of one training run, shared by the classification loop
  * (trainer.c) and its detection parts (trainer_det.c). The loop itself,
- * checkpoints, results.csv and events live in trainer.c; the functions
- * below replace its data loading, loss and validation when the model
- * ends in Detect.
+ * checkpoints, results.csv and events live in trainer.c. When the model
+ * ends in Detect, the functions below replace its data loading, loss and
+ * validation.
  */
 #ifndef TRAINYARD_TRAINER_INTERNAL_H
 #define TRAINYARD_TRAINER_INTERNAL_H
@@ -65,8 +65,8 @@ struct val_result {
     int images;
 };
 
-/* Return 1 when path is a detection data set: a YAML file, or a folder
- * with a data.yaml (itself or in its one top folder). */
+/* Return 1 when path is a detection data set, that is when
+ * dataset_det_scan finds a data.yaml for it. */
 int det_is_dataset(const char *path);
 
 /* Scan the detection data set of r->args->data into r->det and fill
