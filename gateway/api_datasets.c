@@ -111,8 +111,8 @@ static int check_upload_request(struct api_request *req, char *name,
         return -1;
     }
     /* mg_get_var returns -1 for a missing parameter and -2 when the
-     * value does not fit; a value too long to be a task is rejected
-     * rather than read as missing. */
+     * value does not fit. A value too long to be a task is rejected, not
+     * read as missing. */
     const char *query = req->info->query_string;
     int got = query ? mg_get_var(query, strlen(query), "task", task, task_len)
                     : -1;

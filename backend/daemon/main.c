@@ -235,7 +235,7 @@ int main(int argc, char **argv)
 
     /* Trainers inherit this environment. Several CPU trainers may share
      * the cores, and OpenMP threads that spin at each barrier while
-     * another process holds the core are slow there: on 2 busy cores
+     * another process runs on the core are slow there: on 2 busy cores
      * (load average about 8) the detector trained at under 8 images/s
      * with spinning threads and at 21 with passive ones, which sleep.
      * An operator's own setting is kept. */

@@ -7,8 +7,8 @@
  * NAME.json and NAME.png under project/name.
  *
  * A source is an image file or a folder, whose JPEG and PNG files are
- * taken in name order; files that fail to decode are reported and
- * skipped, and the exit status is 1 when any did.
+ * taken in name order. Files that fail to decode are reported and
+ * skipped, and then the exit status is 1.
  */
 #include "engine/predict.h"
 

@@ -239,7 +239,14 @@ static int setup(struct run *r, struct checkpoint *ck, struct error *err)
                              r->is_detect ? "detection" : "classification",
                              r->is_detect ? "yolov8n.yaml"
                                           : "yolov8n-cls.yaml");
-        r->imgsz = a->imgsz > 0 ? a->imgsz : r->is_detect ? 640 : 224;
+        /* Ultralytics' defaults: 640 for detection, 224 for
+         * classification. */
+        if (a->imgsz > 0)
+            r->imgsz = a->imgsz;
+        else if (r->is_detect)
+            r->imgsz = 640;
+        else
+            r->imgsz = 224;
         if (r->is_detect && r->imgsz % 32 != 0) {
             int rounded = (r->imgsz + 31) / 32 * 32;
             log_warn("imgsz=%d is not a multiple of the largest stride 32; "

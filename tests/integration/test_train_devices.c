@@ -16,8 +16,8 @@
 #include "harness.h"
 
 /* Every line on standard output names a usable device ("0 cuda:0"), and
- * a machine without one says why on standard error; either way the
- * command succeeds, so that make run can always call it. */
+ * on a machine without one, standard error gives the reason. The command
+ * succeeds in both cases, so that make run can always call it. */
 static void devices_lists_or_explains(void **state)
 {
     char train[512], dir[256], out[320], log[320];
