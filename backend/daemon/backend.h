@@ -20,6 +20,11 @@ struct backend {
     int64_t started_ms; /* CLOCK_MONOTONIC, for uptime */
     /* Called from the service loop every SERVER_TICK_MS, when set. */
     void (*on_tick)(struct backend *be);
+    /* Called when a pipe watched with server_watch(fd, key) has input.
+     * Returns 1 to keep watching it, 0 to stop. */
+    int (*on_input)(struct backend *be, int64_t key);
+    /* Called when the watch of key has ended. */
+    void (*on_unwatch)(struct backend *be, int64_t key);
 };
 
 #endif

@@ -59,11 +59,62 @@ static void usage(FILE *out)
     config_print_help(out);
 }
 
+/* Sessions whose trainer pipe the service loop watches (server_watch),
+ * so that an event is stored and sent when it is written, not at the
+ * next tick. Past the limit, pipes are read at each tick only. */
+#define WATCHED_MAX 256
+static int64_t watched[WATCHED_MAX];
+static int nwatched;
+
+static int is_watched(int64_t session_id)
+{
+    for (int i = 0; i < nwatched; i++)
+        if (watched[i] == session_id)
+            return 1;
+    return 0;
+}
+
+/* Watch the pipes of trainers that started or became readable again. */
+static void watch_pipes(struct backend *be)
+{
+    struct sessions_pipe pipes[WATCHED_MAX];
+    int n = sessions_pipes(be->sessions, pipes, WATCHED_MAX);
+
+    for (int i = 0; i < n && nwatched < WATCHED_MAX; i++) {
+        if (is_watched(pipes[i].session_id))
+            continue;
+        if (server_watch(pipes[i].fd, pipes[i].session_id) != 0) {
+            log_warn("cannot watch the event pipe of session=%lld; its "
+                     "events are read every %d ms",
+                     (long long)pipes[i].session_id, SERVER_TICK_MS);
+            continue;
+        }
+        watched[nwatched++] = pipes[i].session_id;
+    }
+}
+
 /* The service loop's tick: read trainers' events, reap exits, enforce
  * deadlines and launch queued sessions. */
 static void on_tick(struct backend *be)
 {
     sessions_poll(be->sessions, clock_monotonic_ms());
+    watch_pipes(be);
+}
+
+static int on_input(struct backend *be, int64_t session_id)
+{
+    return sessions_read_pipe(be->sessions, session_id, clock_monotonic_ms());
+}
+
+static void on_unwatch(struct backend *be, int64_t session_id)
+{
+    (void)be;
+    for (int i = 0; i < nwatched; i++) {
+        if (watched[i] == session_id) {
+            watched[i] = watched[--nwatched];
+            return;
+        }
+    }
 }
 
 /* Send each stored progress event to every gateway, which fans it out to
@@ -115,6 +166,8 @@ static int open_sessions(struct backend *be, struct error *err)
                  "backend; they can be resumed",
                  rc);
     be->on_tick = on_tick;
+    be->on_input = on_input;
+    be->on_unwatch = on_unwatch;
     return rc < 0 ? rc : 0;
 }
 

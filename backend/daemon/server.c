@@ -8,6 +8,8 @@
 #include "server.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -66,6 +68,7 @@ void server_broadcast(const char *text, size_t len)
 
 static struct backend *server_backend;
 static struct lws_context *server_context;
+static struct lws_vhost *server_vhost;
 static volatile sig_atomic_t server_stopping;
 static lws_sorted_usec_list_t tick_sul;
 
@@ -149,11 +152,61 @@ static int callback_gateway(struct lws *wsi, enum lws_callback_reasons reason,
     }
 }
 
+/* A watched pipe (server_watch). Its key is the wsi's opaque user data;
+ * lws owns the duplicate descriptor and closes it with the wsi. */
+static int callback_pipe(struct lws *wsi, enum lws_callback_reasons reason,
+                         void *user, void *in, size_t len)
+{
+    int64_t key = (int64_t)(intptr_t)lws_get_opaque_user_data(wsi);
+
+    (void)user;
+    (void)in;
+    (void)len;
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return 1; /* not a subprotocol that a gateway may request */
+    case LWS_CALLBACK_RAW_RX_FILE:
+        if (server_backend->on_input == NULL ||
+            server_backend->on_input(server_backend, key) == 0)
+            return -1;
+        return 0;
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+        if (server_backend->on_unwatch != NULL)
+            server_backend->on_unwatch(server_backend, key);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+#define PIPE_PROTOCOL "trainyard-pipe"
+
 static const struct lws_protocols protocols[] = {
     {PROTO_SUBPROTOCOL, callback_gateway, sizeof(struct gateway_conn), 4096,
      0, NULL, 0},
+    {PIPE_PROTOCOL, callback_pipe, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0},
 };
+
+int server_watch(int fd, int64_t key)
+{
+    lws_adopt_desc_t desc;
+    int copy;
+
+    if (server_vhost == NULL)
+        return -1;
+    copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0)
+        return -1;
+    memset(&desc, 0, sizeof(desc));
+    desc.vh = server_vhost;
+    desc.type = LWS_ADOPT_RAW_FILE_DESC;
+    desc.fd.filefd = copy;
+    desc.vh_prot_name = PIPE_PROTOCOL;
+    desc.opaque = (void *)(intptr_t)key;
+    /* On failure lws has closed the copy. */
+    return lws_adopt_descriptor_vhost_via_info(&desc) != NULL ? 0 : -1;
+}
 
 static int write_port_file(const char *path, int port, struct error *err)
 {
@@ -193,6 +246,7 @@ int server_run(struct backend *be, const struct server_options *opt,
                          "running? Choose a free port with --listen",
                          opt->host, opt->port);
     }
+    server_vhost = vhost;
     port = lws_get_vhost_listen_port(vhost);
     log_info("listening on %s:%d", opt->host, port);
 
@@ -227,6 +281,7 @@ int server_run(struct backend *be, const struct server_options *opt,
     connections = NULL;
     lws_context_destroy(server_context);
     server_context = NULL;
+    server_vhost = NULL;
     return rc;
 }
 

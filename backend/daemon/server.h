@@ -2,13 +2,16 @@
 #ifndef TRAINYARD_SERVER_H
 #define TRAINYARD_SERVER_H
 
+#include <stdint.h>
+
 #include "backend.h"
 #include "error.h"
 
-/* Period of backend->on_tick, in milliseconds. The tick reads the
- * trainers' event pipes, so it bounds how long a progress event waits
- * before it is stored and sent to the viewers. A tick with nothing to do
- * costs a read and a waitpid per trainer. */
+/* Period of backend->on_tick, in milliseconds. The tick reaps trainers,
+ * enforces deadlines and launches queued sessions. It also reads the
+ * trainers' event pipes, which the service loop otherwise reads as soon
+ * as they have input (server_watch). A tick with nothing to do costs a
+ * read and a waitpid per trainer. */
 #define SERVER_TICK_MS 10
 
 struct server_options {
@@ -24,6 +27,13 @@ int server_run(struct backend *be, const struct server_options *opt,
 
 /* Ask server_run to return; safe to call from a signal handler. */
 void server_request_stop(void);
+
+/* Call backend->on_input(be, key) from the service loop whenever fd has
+ * input, until it returns 0 or the pipe ends. Then backend->on_unwatch(be,
+ * key) is called. The loop watches a duplicate of fd, so the caller still
+ * owns fd and may close it at any time. Call it from the service thread
+ * while server_run runs. Returns 0, or -1 when fd cannot be watched. */
+int server_watch(int fd, int64_t key);
 
 /* Queue text on every authenticated gateway connection. Call it from the
  * service thread only (the tick and the op handlers run there). */

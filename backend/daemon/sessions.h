@@ -18,8 +18,8 @@
  *
  * All functions except the state helpers take a `struct sessions` that
  * one thread owns: the backend's service loop calls sessions_poll every
- * 10 ms and the request handlers call start, stop and resume between
- * polls. Only sessions_shutdown waits for trainers. The others wait at
+ * 10 ms, sessions_read_pipe when a trainer's pipe has input, and the
+ * request handlers call start, stop and resume between polls. Only sessions_shutdown waits for trainers. The others wait at
  * most for SQLite's busy timeout and, when launching, for the exec of
  * the trainer. The event hook must not call back into this module.
  *
@@ -177,6 +177,26 @@ int sessions_resume(struct sessions *s, int64_t account_id, int64_t model_id,
  * exited, enforce stop deadlines and heartbeats, and launch queued
  * sessions into free slots. now_ms is CLOCK_MONOTONIC in ms. */
 void sessions_poll(struct sessions *s, int64_t now_ms);
+
+/* A trainer's event pipe, which the service loop may watch for input
+ * between polls. */
+struct sessions_pipe {
+    int64_t session_id;
+    int fd;
+};
+
+/* Fill out with up to max pipes whose events sessions_read_pipe would
+ * read now: trainers that run, whose pipe has not ended and that have no
+ * failed store waiting for the next poll. Returns the number filled. */
+int sessions_pipes(const struct sessions *s, struct sessions_pipe *out,
+                   int max);
+
+/* Read and store what session_id's trainer has written, at once rather
+ * than at the next poll. Returns 1 while its pipe is worth watching, 0
+ * when the session has no trainer, the pipe ended or a store failed (the
+ * next poll retries it). now_ms is CLOCK_MONOTONIC in ms. */
+int sessions_read_pipe(struct sessions *s, int64_t session_id,
+                       int64_t now_ms);
 
 /* Number of trainers this control plane is watching. */
 int sessions_running(const struct sessions *s);

@@ -936,6 +936,42 @@ static void check_exit(struct sessions *s, struct session_job *job, int64_t now)
     read_events(s, job, now);
 }
 
+static int pipe_readable(const struct sessions *s,
+                         const struct session_job *job)
+{
+    return !job->ended && !job->eof && job->retry_line == NULL &&
+           s->ex->events_fd(job->job) >= 0;
+}
+
+int sessions_pipes(const struct sessions *s, struct sessions_pipe *out,
+                   int max)
+{
+    int n = 0;
+
+    for (const struct session_job *j = s->jobs; j != NULL && n < max;
+         j = j->next) {
+        if (!pipe_readable(s, j))
+            continue;
+        out[n].session_id = j->session_id;
+        out[n].fd = s->ex->events_fd(j->job);
+        n++;
+    }
+    return n;
+}
+
+int sessions_read_pipe(struct sessions *s, int64_t session_id,
+                       int64_t now_ms)
+{
+    struct session_job *job = s->jobs;
+
+    while (job != NULL && job->session_id != session_id)
+        job = job->next;
+    if (job == NULL || !pipe_readable(s, job))
+        return 0;
+    read_events(s, job, now_ms);
+    return pipe_readable(s, job);
+}
+
 void sessions_poll(struct sessions *s, int64_t now_ms)
 {
     struct session_job **link = &s->jobs;

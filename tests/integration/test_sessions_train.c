@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -695,6 +696,52 @@ static void heartbeat_kills_stopped_trainer(void **state)
     close_world(&w);
 }
 
+/* Between polls the service loop reads a trainer's pipe when it has
+ * input. Reading only that way, with no sessions_poll after the launch,
+ * stores and charges every epoch, and the pipe leaves the list when the
+ * trainer closes it. */
+static void pipe_reads_store_events_between_polls(void **state)
+{
+    struct world w;
+    struct sessions_pipe pipes[4];
+    int64_t deadline = clock_monotonic_ms() + STEP_TIMEOUT_MS;
+    int reads = 0, watching = 1;
+
+    (void)state;
+    make_world(&w, USD(3600), USD(100));
+    int64_t id = start_epochs(&w, 2);
+    while (sessions_pipes(w.s, pipes, 4) == 0) {
+        assert_true(clock_monotonic_ms() < deadline);
+        poll_once(&w);
+    }
+    assert_int_equal(sessions_pipes(w.s, pipes, 4), 1);
+    assert_int_equal(pipes[0].session_id, id);
+    assert_int_equal(sessions_read_pipe(w.s, id + 1, clock_monotonic_ms()), 0);
+
+    while (watching) {
+        struct pollfd pfd = {pipes[0].fd, POLLIN, 0};
+        assert_true(clock_monotonic_ms() < deadline);
+        if (poll(&pfd, 1, 1000) <= 0)
+            continue;
+        watching = sessions_read_pipe(w.s, id, clock_monotonic_ms());
+        reads++;
+    }
+    assert_true(reads >= 2);
+    assert_int_equal(sessions_pipes(w.s, pipes, 4), 0);
+    assert_int_equal(query_int(&w.st, "SELECT COUNT(*) FROM progress_events "
+                                      "WHERE kind = 'epoch'"),
+                     2);
+    assert_int_equal(query_int(&w.st, "SELECT COUNT(*) FROM progress_events "
+                                      "WHERE kind = 'done'"),
+                     1);
+    assert_int_equal(query_int(&w.st, "SELECT epochs_done FROM sessions"), 2);
+    expect_epochs_charged_once(&w, id, 2);
+
+    run_until_state(&w, id, "completed");
+    expect_ledger_consistent(&w);
+    close_world(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -706,6 +753,7 @@ int main(void)
         cmocka_unit_test(reconcile_kills_live_trainer),
         cmocka_unit_test(timed_refunds_unused_time),
         cmocka_unit_test(heartbeat_kills_stopped_trainer),
+        cmocka_unit_test(pipe_reads_store_events_between_polls),
     };
     return cmocka_run_group_tests_name("sessions_train", tests, make_dataset,
                                        remove_dataset);

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <dirent.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -327,6 +328,50 @@ static void other_accounts_model_not_found(void **state)
     harness_http_free(&r);
 }
 
+/* The pipe that /proc/pid/fd/fd names, such as "pipe:[123]". */
+static void fd_target(pid_t pid, int fd, char *out, size_t len)
+{
+    char path[64];
+    ssize_t n;
+
+    snprintf(path, sizeof(path), "/proc/%d/fd/%d", (int)pid, fd);
+    n = readlink(path, out, len - 1);
+    out[n > 0 ? n : 0] = '\0';
+}
+
+/* The backend reads a trainer's events when they are written, not at its
+ * next tick. Its service loop watches a copy of the pipe's read end, so
+ * two of the backend's descriptors refer to the pipe whose write end is
+ * the trainer's descriptor 3. */
+static void expect_trainer_pipe_watched(int64_t model)
+{
+    char sql[128], pipe_name[64], name[64], path[PATH_MAX];
+    struct dirent *entry;
+    DIR *dir;
+    int copies = 0;
+
+    snprintf(sql, sizeof(sql),
+             "SELECT pid FROM sessions WHERE model_id = %lld AND state = "
+             "'training'",
+             (long long)model);
+    pid_t trainer = (pid_t)stack_database_int(w.s, sql);
+    assert_true(trainer > 1);
+    fd_target(trainer, 3, pipe_name, sizeof(pipe_name));
+    assert_true(strncmp(pipe_name, "pipe:[", 6) == 0);
+
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)w.s->backend);
+    dir = opendir(path);
+    assert_non_null(dir);
+    while ((entry = readdir(dir)) != NULL) {
+        if (entry->d_name[0] == '.')
+            continue;
+        fd_target(w.s->backend, atoi(entry->d_name), name, sizeof(name));
+        copies += strcmp(name, pipe_name) == 0;
+    }
+    closedir(dir);
+    assert_int_equal(copies, 2);
+}
+
 static void stop_then_resume(void **state)
 {
     struct http_reply r;
@@ -337,6 +382,7 @@ static void stop_then_resume(void **state)
     expect_status(&r, 202);
     harness_http_free(&r);
     wait_state(&w.user, 2, "training", 60);
+    expect_trainer_pipe_watched(2);
 
     call(&w.user, "POST", "/api/v1/models/2/stop", "{}", &r);
     expect_status(&r, 202);

@@ -295,6 +295,25 @@ int64_t stack_create_user(struct stack *s, const struct browser *admin,
     return id;
 }
 
+int64_t stack_database_int(struct stack *s, const char *sql)
+{
+    char path[PATH_MAX + 32];
+    sqlite3_stmt *stmt;
+    int64_t value = -1;
+    sqlite3 *db;
+
+    snprintf(path, sizeof(path), "%s/trainyard.db", s->data);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
+        fail_msg("SQL failed: %s\n  in: %s", sqlite3_errmsg(db), sql);
+    if (sqlite3_step(stmt) == SQLITE_ROW)
+        value = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return value;
+}
+
 void stack_database_exec(struct stack *s, const char *sql)
 {
     char path[PATH_MAX + 32], failure[512] = "";

@@ -123,4 +123,8 @@ int64_t stack_create_user(struct stack *s, const struct browser *admin,
  * with the sqlite3 shell would, waiting up to 5 s for the write lock. */
 void stack_database_exec(struct stack *s, const char *sql);
 
+/* The first column of the first row of sql on the backend's database, or
+ * -1 without a row. */
+int64_t stack_database_int(struct stack *s, const char *sql);
+
 #endif

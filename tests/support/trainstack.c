@@ -376,21 +376,7 @@ int64_t trainstack_balance(struct trainstack *ts)
 
 int64_t trainstack_query_int(struct trainstack *ts, const char *sql)
 {
-    char path[PATH_MAX + 32];
-    sqlite3_stmt *stmt;
-    int64_t value = -1;
-    sqlite3 *db;
-
-    snprintf(path, sizeof(path), "%s/trainyard.db", ts->s->data);
-    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
-    sqlite3_busy_timeout(db, 5000);
-    if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK)
-        fail_msg("SQL failed: %s\n  in: %s", sqlite3_errmsg(db), sql);
-    if (sqlite3_step(stmt) == SQLITE_ROW)
-        value = sqlite3_column_int64(stmt, 0);
-    sqlite3_finalize(stmt);
-    sqlite3_close(db);
-    return value;
+    return stack_database_int(ts->s, sql);
 }
 
 int64_t trainstack_ledger_rows(struct trainstack *ts)
