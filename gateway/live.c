@@ -12,9 +12,9 @@
  * writer as commands. upstream.c's thread calls on_backend_event for each
  * progress event and only queues: it appends the event to each
  * subscriber's bounded send queue and puts the viewer on the ready list.
- * A few sender threads (LIVE_SENDERS) take viewers from that list in
- * batches and write their queues, so that an event to 1,000 viewers
- * wakes a few threads, not 1,000. A ticker thread shuts down the sockets
+ * A few sender threads (one per core, up to LIVE_SENDERS_MAX) take
+ * viewers from that list in batches and write their queues, so that an
+ * event to 1,000 viewers wakes a few threads, not 1,000. A ticker thread shuts down the sockets
  * of connections that did not close in time.
  *
  * Socket. One thread at a time writes to a viewer's socket: the one that
@@ -56,7 +56,6 @@
 #include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <sodium.h>
 #include <stdarg.h>
@@ -69,6 +68,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api.h"
 #include "auth.h"
@@ -100,8 +100,14 @@
  * the kernel from growing the buffer of a browser that does not read to
  * megabytes, so the send queue limit takes effect soon. */
 #define LIVE_SOCKET_SNDBUF (128 * 1024)
-/* Threads that write queued messages to the sockets of all viewers. */
-#define LIVE_SENDERS 4
+/* Threads that write queued messages to the sockets of all viewers: one
+ * per CPU core, from 2 to LIVE_SENDERS_MAX. Most of a write's time is
+ * the kernel's TCP path, so senders beyond the cores only take turns on
+ * them: with 4 senders on 2 cores a sender was preempted by another in
+ * the middle of its batch for up to 17 ms, and the viewers of that
+ * batch waited. */
+#define LIVE_SENDERS_MIN 2
+#define LIVE_SENDERS_MAX 4
 /* Viewers a sender takes from the ready list at a time, so that the
  * senders share the fan-out of one event. */
 #define LIVE_SEND_BATCH 64
@@ -222,7 +228,7 @@ static struct {
     struct subscription *buckets[LIVE_BUCKETS];
     struct viewer *ready_head, *ready_tail;
     pthread_cond_t sender_wake;
-    pthread_t senders[LIVE_SENDERS];
+    pthread_t senders[LIVE_SENDERS_MAX];
     int nsenders;
     unsigned bad_events; /* malformed backend events, for rate-limited logs */
 } live = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -1212,21 +1218,18 @@ static void *writer_main(void *arg)
 /* ---- the senders --------------------------------------------------------- */
 
 /* Bytes that can be written to v's socket now without blocking: a
- * quarter of the send buffer less the bytes it holds, or 0 when the
- * socket is not writable or its fill cannot be read.
+ * quarter of the send buffer less the bytes it holds, or 0 when its fill
+ * cannot be read. A socket that failed is found by the write.
  * NOTE: the quarter is an estimate of the margin for the kernel's
  * per-segment overhead, which SIOCOUTQ does not count. Should a write
  * still block, that sender waits until the browser reads or the socket
  * is shut down, and the other senders carry on. */
 static size_t socket_room(const struct viewer *v)
 {
-    struct pollfd pfd = {.fd = v->fd, .events = POLLOUT};
     size_t limit = (size_t)v->sndbuf / 4;
     int unsent = 0;
 
     if (v->fd < 0 || v->sndbuf <= 0)
-        return 0;
-    if (poll(&pfd, 1, 0) != 1 || (pfd.revents & POLLOUT) == 0)
         return 0;
     if (ioctl(v->fd, SIOCOUTQ, &unsent) != 0 || unsent < 0)
         return 0;
@@ -1257,49 +1260,63 @@ static size_t encode_frame(unsigned char *out, int opcode, const char *data,
     return n + len;
 }
 
+/* A sender's frame buffer, reused from one write to the next. */
+struct send_buffer {
+    unsigned char *data;
+    size_t cap;
+};
+
 /* Write the frames of a list of queued items with one write under the
  * connection's lock, the lock civetweb's own frame writes take, so the
  * whole batch leaves in as few segments as the kernel can make of it.
- * Frees the items. Returns 0, or -1 when the write failed. */
-static int write_batch(struct viewer *v, struct out_item *head, size_t bytes)
+ * bytes bounds the frames' length. Frees the items. Returns 0, or -1
+ * when the write failed. */
+static int write_batch(struct viewer *v, struct send_buffer *buf,
+                       struct out_item *head, size_t bytes)
 {
-    unsigned char *buf = malloc(bytes > 0 ? bytes : 1);
     size_t n = 0;
     int count = 0, rc = 0;
 
+    if (bytes > buf->cap) {
+        unsigned char *grown = realloc(buf->data, bytes);
+        if (grown != NULL) {
+            buf->data = grown;
+            buf->cap = bytes;
+        }
+    }
     while (head != NULL) {
         struct out_item *item = head;
         head = item->next;
-        if (buf != NULL) {
-            n += encode_frame(buf + n, item->opcode, item->text->data,
+        if (bytes <= buf->cap) {
+            n += encode_frame(buf->data + n, item->opcode, item->text->data,
                               item->text->len);
             count++;
         }
         text_release(item->text);
         free(item);
     }
-    if (buf == NULL)
+    if (bytes > buf->cap)
         return -1;
     mg_lock_connection(v->conn);
-    if (mg_write(v->conn, buf, n) != (int)n)
+    if (mg_write(v->conn, buf->data, n) != (int)n)
         rc = -1;
     mg_unlock_connection(v->conn);
-    free(buf);
     if (rc == 0)
         v->messages_sent += (uint64_t)count;
     return rc;
 }
 
-/* Write as much of v's send queue as the socket takes without blocking,
- * in one write, and hand the rest to v's writer. The caller owns v's
- * socket. */
-static void send_queued(struct viewer *v)
+/* Move to *head as much of v's send queue as room takes, and mark v slow
+ * when more is left, which hands the rest to its writer. Returns the
+ * bytes to write, frame overhead included. Called with live.lock held by
+ * the sender that owns v's socket. */
+static size_t take_queue_locked(struct viewer *v, size_t room,
+                                struct out_item **head)
 {
-    size_t room = socket_room(v), used = 0;
-    struct out_item *head = NULL, **tail = &head;
-    int rc = 0;
+    struct out_item **tail = head;
+    size_t used = 0;
 
-    pthread_mutex_lock(&live.lock);
+    *head = NULL;
     while (v->out_head != NULL &&
            used + v->out_head->text->len + LIVE_FRAME_OVERHEAD <= room) {
         struct out_item *item = v->out_head;
@@ -1315,23 +1332,23 @@ static void send_queued(struct viewer *v)
         v->out_tail = NULL;
     else
         v->slow = 1;
-    pthread_mutex_unlock(&live.lock);
-
-    if (head != NULL)
-        rc = write_batch(v, head, used);
-    if (rc != 0)
-        write_failed(v);
+    return used;
 }
 
 /* A sender: takes viewers from the ready list in batches and writes
  * their queues, so that one event costs a few thread wakeups instead of
- * one per viewer. */
+ * one per viewer. Per batch it takes live.lock three times: to pick the
+ * viewers, to take their queues, and to let go of their sockets. */
 static void *sender_main(void *arg)
 {
+    struct send_buffer buf = {NULL, 0};
+
     (void)arg;
     pthread_mutex_lock(&live.lock);
     while (live.running) {
         struct viewer *batch[LIVE_SEND_BATCH];
+        struct out_item *items[LIVE_SEND_BATCH];
+        size_t room[LIVE_SEND_BATCH];
         int n = 0;
 
         while (n < LIVE_SEND_BATCH && live.ready_head != NULL) {
@@ -1355,12 +1372,21 @@ static void *sender_main(void *arg)
             pthread_cond_signal(&live.sender_wake);
         pthread_mutex_unlock(&live.lock);
         for (int i = 0; i < n; i++)
-            send_queued(batch[i]);
+            room[i] = socket_room(batch[i]);
+        pthread_mutex_lock(&live.lock);
+        for (int i = 0; i < n; i++)
+            room[i] = take_queue_locked(batch[i], room[i], &items[i]);
+        pthread_mutex_unlock(&live.lock);
+        for (int i = 0; i < n; i++)
+            if (items[i] != NULL &&
+                write_batch(batch[i], &buf, items[i], room[i]) != 0)
+                write_failed(batch[i]);
         pthread_mutex_lock(&live.lock);
         for (int i = 0; i < n; i++)
             release_socket_locked(batch[i]);
     }
     pthread_mutex_unlock(&live.lock);
+    free(buf.data);
     return NULL;
 }
 
@@ -2027,14 +2053,18 @@ int live_start(struct mg_context *ctx, struct error *err)
         return error_set(err, -EAGAIN, "cannot start the live ticker thread");
     }
     live.ticker_started = 1;
-    for (live.nsenders = 0; live.nsenders < LIVE_SENDERS; live.nsenders++) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int senders = cores < LIVE_SENDERS_MIN   ? LIVE_SENDERS_MIN
+                  : cores > LIVE_SENDERS_MAX ? LIVE_SENDERS_MAX
+                                             : (int)cores;
+    for (live.nsenders = 0; live.nsenders < senders; live.nsenders++) {
         if (pthread_create(&live.senders[live.nsenders], NULL, sender_main,
                            NULL) != 0) {
             int started = live.nsenders;
             live_stop();
             return error_set(err, -EAGAIN,
                              "cannot start live sender thread %d of %d",
-                             started + 1, LIVE_SENDERS);
+                             started + 1, senders);
         }
     }
     upstream_set_event_handler(on_backend_event, NULL);
