@@ -1811,38 +1811,69 @@ static int local_port(int fd)
     return -1;
 }
 
-/* The descriptor of the connection's socket, found by its addresses in
- * /proc/self/fd, or -1. civetweb 1.15 has no call that returns it, and
- * none that ends a server connection blocked in a write; shutdown(2) on
- * the socket does both. The descriptor stays the connection's until its
- * close handler returns. */
+/* 1 when fd is the socket of the connection from remote (port) to
+ * server_port. */
+static int is_connection_socket(int fd, const struct sockaddr_storage *remote,
+                                int remote_port, int server_port)
+{
+    struct sockaddr_storage peer;
+    socklen_t n = sizeof(peer);
+
+    if (fd < 0 || getpeername(fd, (struct sockaddr *)&peer, &n) != 0)
+        return 0;
+    return same_endpoint(&peer, remote, remote_port) &&
+           local_port(fd) == server_port;
+}
+
+/* The last socket find_socket found, where it looks first. */
+static atomic_int last_socket = -1;
+/* Descriptors on either side of last_socket that find_socket tries,
+ * after last_socket itself, before it reads /proc/self/fd. */
+#define LIVE_SOCKET_NEAR 8
+
+/* The descriptor of the connection's socket, found by its addresses, or
+ * -1. civetweb 1.15 has no call that returns it, and none that ends a
+ * server connection blocked in a write; shutdown(2) on the socket does
+ * both. The descriptor stays the connection's until its close handler
+ * returns.
+ * Linux gives a new socket the lowest free descriptor, so connections
+ * that arrive together have neighbouring ones: those near the last one
+ * found are tried first, a few calls each. Only then is every entry of
+ * /proc/self/fd tried, which costs a call per open descriptor, and with
+ * 1,000 viewers connecting at once was most of the gateway's time. */
 static int find_socket(const struct mg_request_info *info)
 {
     struct sockaddr_storage remote;
     struct dirent *entry;
     DIR *dir;
-    int found = -1;
+    int found = -1, last = atomic_load(&last_socket);
 
     if (parse_address(info->remote_addr, &remote) != 0)
         return -1;
-    dir = opendir("/proc/self/fd");
-    if (dir == NULL)
-        return -1;
-    while (found < 0 && (entry = readdir(dir)) != NULL) {
-        struct sockaddr_storage peer;
-        socklen_t n = sizeof(peer);
+    for (int d = 0; last >= 0 && d <= LIVE_SOCKET_NEAR && found < 0; d++) {
+        if (is_connection_socket(last + d, &remote, info->remote_port,
+                                 info->server_port))
+            found = last + d;
+        else if (d > 0 && is_connection_socket(last - d, &remote,
+                                               info->remote_port,
+                                               info->server_port))
+            found = last - d;
+    }
+    dir = found < 0 ? opendir("/proc/self/fd") : NULL;
+    while (dir != NULL && found < 0 && (entry = readdir(dir)) != NULL) {
         char *end;
         long fd = strtol(entry->d_name, &end, 10);
 
         if (*end != '\0' || end == entry->d_name || fd == dirfd(dir))
             continue;
-        if (getpeername((int)fd, (struct sockaddr *)&peer, &n) != 0)
-            continue;
-        if (same_endpoint(&peer, &remote, info->remote_port) &&
-            local_port((int)fd) == info->server_port)
+        if (is_connection_socket((int)fd, &remote, info->remote_port,
+                                 info->server_port))
             found = (int)fd;
     }
-    closedir(dir);
+    if (dir != NULL)
+        closedir(dir);
+    if (found >= 0)
+        atomic_store(&last_socket, found);
     return found;
 }
 
