@@ -45,6 +45,13 @@ int fleet_open(struct fleet *f, int port, const char *extra_headers, int count,
                                              "for the fleet");
         return -1;
     }
+    const char *trace = getenv("FLEET_TRACE");
+    if (trace != NULL && trace[0] != '\0' &&
+        (f->trace = fopen(trace, "w")) == NULL) {
+        snprintf(f->error, sizeof(f->error), "FLEET_TRACE '%s': %s", trace,
+                 strerror(errno));
+        return -1;
+    }
     for (int i = 0; i < count; i++) {
         struct fleet_viewer *v = &f->viewers[i];
         int status;
@@ -61,6 +68,12 @@ int fleet_open(struct fleet *f, int port, const char *extra_headers, int count,
             return -1;
         }
         f->count = i + 1;
+        if (!v->stalled && wsclient_enable_timestamps(&v->ws) != 0) {
+            snprintf(f->error, sizeof(f->error),
+                     "viewer %d: SO_TIMESTAMPNS failed: %s", i + 1,
+                     strerror(errno));
+            return -1;
+        }
         if (!v->stalled) {
             struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
             if (epoll_ctl(f->epoll_fd, EPOLL_CTL_ADD, v->ws.fd, &ev) != 0) {
@@ -113,7 +126,7 @@ static void add_sample(double **values, size_t *count, size_t *cap,
 }
 
 static void take_message(struct fleet *f, struct fleet_viewer *v,
-                         const char *text, double received)
+                         const char *text, double received, double read)
 {
     cJSON *msg = cJSON_Parse(text);
     const cJSON *type = cJSON_GetObjectItemCaseSensitive(msg, "type");
@@ -133,15 +146,25 @@ static void take_message(struct fleet *f, struct fleet_viewer *v,
             v->last_seq = n;
         v->events++;
         const cJSON *stored = cJSON_GetObjectItemCaseSensitive(msg, "created_at");
-        if (cJSON_IsNumber(time))
+        if (cJSON_IsNumber(time)) {
             add_sample(&f->latencies, &f->latency_count, &f->latency_cap,
                        received - time->valuedouble);
+            add_sample(&f->read_latencies, &f->read_count, &f->read_cap,
+                       read - time->valuedouble);
+        }
         if (cJSON_IsNumber(time) && cJSON_IsNumber(stored))
             add_sample(&f->store_latencies, &f->store_count, &f->store_cap,
                        stored->valuedouble - time->valuedouble);
+        if (f->trace != NULL)
+            fprintf(f->trace, "%d %lld %s %.3f %.3f %.3f %.3f\n",
+                    (int)(v - f->viewers), (long long)n,
+                    cJSON_IsString(kind) ? kind->valuestring : "-",
+                    cJSON_IsNumber(time) ? time->valuedouble : 0,
+                    cJSON_IsNumber(stored) ? stored->valuedouble : 0,
+                    received, read);
         if (cJSON_IsString(kind) && strcmp(kind->valuestring, "done") == 0) {
             v->done_events++;
-            v->done_received = received;
+            v->done_received = read;
             v->done_time = cJSON_IsNumber(time) ? time->valuedouble : 0;
         }
     } else if (strcmp(type->valuestring, "subscribed") == 0) {
@@ -159,7 +182,10 @@ static void drain(struct fleet *f, int i)
     char *text;
 
     while ((text = wsclient_read_text(&v->ws, 0)) != NULL) {
-        take_message(f, v, text, fleet_realtime_ms());
+        double read = fleet_realtime_ms();
+        double arrival = v->ws.last_arrival_ms > 0 ? v->ws.last_arrival_ms
+                                                   : read;
+        take_message(f, v, text, arrival, read);
         free(text);
     }
     if (v->ws.closed) {
@@ -230,6 +256,7 @@ int fleet_resume_stalled(struct fleet *f)
 void fleet_reset_latencies(struct fleet *f)
 {
     f->latency_count = 0;
+    f->read_count = 0;
     f->store_count = 0;
 }
 
@@ -256,6 +283,11 @@ double fleet_percentile(struct fleet *f, double p)
     return percentile(f->latencies, f->latency_count, p);
 }
 
+double fleet_read_percentile(struct fleet *f, double p)
+{
+    return percentile(f->read_latencies, f->read_count, p);
+}
+
 double fleet_store_percentile(struct fleet *f, double p)
 {
     return percentile(f->store_latencies, f->store_count, p);
@@ -267,8 +299,11 @@ void fleet_close(struct fleet *f)
         wsclient_close(&f->viewers[i].ws);
     if (f->epoll_fd >= 0)
         close(f->epoll_fd);
+    if (f->trace != NULL)
+        fclose(f->trace);
     free(f->viewers);
     free(f->latencies);
+    free(f->read_latencies);
     free(f->store_latencies);
     memset(f, 0, sizeof(*f));
     f->epoll_fd = -1;

@@ -5,7 +5,11 @@
  * duplicate. A stalled viewer is never read.
  * The fleet records each event's latency: the time it was received minus
  * the trainer's "time_ms" in the event payload, both Unix milliseconds on
- * the same machine.
+ * the same machine. "Received" is when the kernel delivered the bytes to
+ * the viewer's socket (SO_TIMESTAMPNS), which is what a browser on a
+ * machine of its own would see. The time until this one thread read the
+ * message, behind the other viewers it also reads, is recorded
+ * separately.
  *
  * Functions return errors instead of failing the test, so that a bench
  * program can use them without cmocka.
@@ -15,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "wsclient.h"
 
@@ -27,7 +32,7 @@ struct fleet_viewer {
     int order_errors;     /* events whose seq was not last_seq + 1 */
     int other_messages;   /* errors and unexpected messages */
     int done_events;      /* events of kind "done" */
-    double done_received; /* Unix ms when the last "done" event arrived */
+    double done_received; /* Unix ms when the last "done" event was read */
     double done_time;     /* that event's trainer time_ms */
 };
 
@@ -38,11 +43,18 @@ struct fleet {
     int64_t model;
     double *latencies; /* ms, one per event that carried time_ms */
     size_t latency_count, latency_cap;
+    /* The same until this thread read the event. */
+    double *read_latencies;
+    size_t read_count, read_cap;
     /* Of that, the part until the backend stored the event: created_at
      * minus time_ms, one per event and viewer. */
     double *store_latencies;
     size_t store_count, store_cap;
     int closed; /* readers whose connection ended */
+    /* When not NULL, one line per event and viewer: viewer, seq, kind,
+     * time_ms, created_at, received, read (Unix ms). Set by fleet_open from
+     * FLEET_TRACE, a file name, for the benchmarks. */
+    FILE *trace;
     char error[512];
 };
 
@@ -78,6 +90,9 @@ void fleet_reset_latencies(struct fleet *f);
 /* The p-th percentile (0..100) of the recorded latencies in ms, or -1
  * when there are none. Sorts the samples. */
 double fleet_percentile(struct fleet *f, double p);
+
+/* The same until this thread read the events. */
+double fleet_read_percentile(struct fleet *f, double p);
 
 /* The same for the part until the backend stored the events. */
 double fleet_store_percentile(struct fleet *f, double p);

@@ -127,6 +127,49 @@ static int send_all(int fd, const void *data, size_t len)
     return 0;
 }
 
+int wsclient_enable_timestamps(struct wsclient *ws)
+{
+    int on = 1;
+
+    if (setsockopt(ws->fd, SOL_SOCKET, SO_TIMESTAMPNS, &on, sizeof(on)) != 0)
+        return -1;
+    ws->timestamps = 1;
+    return 0;
+}
+
+/* recv, and with timestamps the kernel's arrival time of the bytes. */
+static ssize_t receive_bytes(struct wsclient *ws, void *buf, size_t len)
+{
+    union {
+        char bytes[CMSG_SPACE(sizeof(struct timespec))];
+        struct cmsghdr align;
+    } control;
+    struct iovec iov = {buf, len};
+    struct msghdr msg = {0};
+    ssize_t n;
+
+    if (!ws->timestamps)
+        return recv(ws->fd, buf, len, 0);
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.bytes;
+    msg.msg_controllen = sizeof(control.bytes);
+    n = recvmsg(ws->fd, &msg, 0);
+    if (n <= 0)
+        return n;
+    ws->last_arrival_ms = 0;
+    for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL;
+         c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(c), sizeof(ts));
+            ws->last_arrival_ms =
+                (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+        }
+    }
+    return n;
+}
+
 /* Receive more bytes into ws->buf, waiting until deadline (ms). Returns 1
  * when bytes came, 0 when time ran out, -1 at end of stream or error. */
 static int receive_more(struct wsclient *ws, long deadline)
@@ -148,7 +191,7 @@ static int receive_more(struct wsclient *ws, long deadline)
         ws->cap = cap;
     }
     do
-        n = recv(ws->fd, ws->buf + ws->len, ws->cap - ws->len, 0);
+        n = receive_bytes(ws, ws->buf + ws->len, ws->cap - ws->len);
     while (n < 0 && errno == EINTR);
     if (n <= 0)
         return -1;

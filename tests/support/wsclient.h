@@ -32,6 +32,10 @@ struct wsclient {
     int close_code; /* status code of the server's close frame, or 0 */
     char close_reason[128];
     int close_sent; /* our close frame went out */
+    int timestamps; /* 1 after wsclient_enable_timestamps */
+    /* With timestamps: when the kernel received the bytes of the last
+     * recv, in Unix ms (CLOCK_REALTIME), or 0 when it gave none. */
+    double last_arrival_ms;
 };
 
 struct wsclient_frame {
@@ -54,6 +58,12 @@ void wsclient_sha1(const void *data, size_t len, unsigned char out[20]);
 int wsclient_connect(struct wsclient *ws, int port, const char *path,
                      const char *extra_headers, int rcvbuf, char *body,
                      size_t body_len);
+
+/* Have the kernel stamp received bytes with their arrival time
+ * (SO_TIMESTAMPNS), which ws->last_arrival_ms then holds. The time
+ * excludes this process's own delay in reading the socket. Returns 0 or
+ * -1. */
+int wsclient_enable_timestamps(struct wsclient *ws);
 
 /* Send one masked frame. Returns 0 or -1. */
 int wsclient_send_frame(struct wsclient *ws, int opcode, int fin,
