@@ -1900,9 +1900,14 @@ static void on_ready(struct mg_connection *conn, void *cbdata)
     v->conn = conn;
     v->fd = find_socket(info);
     if (v->fd >= 0) {
-        int size = LIVE_SOCKET_SNDBUF;
+        int size = LIVE_SOCKET_SNDBUF, on = 1;
         socklen_t n = sizeof(v->sndbuf);
         setsockopt(v->fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+        /* Each write is one or more whole frames, so nothing gains from
+         * Nagle's algorithm. With it, an event that followed another
+         * within the browser's delayed-ACK time (40 ms on Linux) waited
+         * for that ACK. */
+        setsockopt(v->fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
         if (getsockopt(v->fd, SOL_SOCKET, SO_SNDBUF, &v->sndbuf, &n) != 0)
             v->sndbuf = 0;
     }

@@ -22,11 +22,17 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
+#include <sys/pidfd.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -644,6 +650,63 @@ static void handshake_needs_cookie_and_origin(void **state)
     harness_http_free(&r);
 }
 
+/* The TCP_NODELAY flag of the gateway's end of ws's connection, read
+ * through a copy of the gateway's descriptor (pidfd_getfd). Returns 0 or
+ * 1, or -1 when the socket was not found. */
+static int gateway_nodelay(const struct wsclient *ws)
+{
+    struct sockaddr_storage mine, peer;
+    socklen_t len = sizeof(mine);
+    char path[64];
+    struct dirent *entry;
+    DIR *dir;
+    int pidfd, found = -1;
+
+    assert_int_equal(getsockname(ws->fd, (struct sockaddr *)&mine, &len), 0);
+    pidfd = pidfd_open(fx.s->gateway, 0);
+    if (pidfd < 0)
+        fail_msg("pidfd_open of the gateway failed: %s", strerror(errno));
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)fx.s->gateway);
+    dir = opendir(path);
+    assert_non_null(dir);
+    while (found < 0 && (entry = readdir(dir)) != NULL) {
+        int copy, on = 0;
+        socklen_t peer_len = sizeof(peer), on_len = sizeof(on);
+
+        if (entry->d_name[0] == '.')
+            continue;
+        copy = pidfd_getfd(pidfd, atoi(entry->d_name), 0);
+        if (copy < 0) {
+            if (errno == EPERM)
+                fail_msg("pidfd_getfd needs ptrace access to the gateway: "
+                         "%s", strerror(errno));
+            continue;
+        }
+        if (getpeername(copy, (struct sockaddr *)&peer, &peer_len) == 0 &&
+            peer_len == len && memcmp(&peer, &mine, len) == 0 &&
+            getsockopt(copy, IPPROTO_TCP, TCP_NODELAY, &on, &on_len) == 0)
+            found = on != 0;
+        close(copy);
+    }
+    closedir(dir);
+    close(pidfd);
+    return found;
+}
+
+/* Regression: the live sockets used Nagle's algorithm, so an event that
+ * followed another within the browser's delayed-ACK time (40 ms on
+ * Linux) waited for that ACK. */
+static void live_socket_sets_nodelay(void **state)
+{
+    struct wsclient ws;
+
+    (void)state;
+    open_viewer(&ws, &fx.user, 0);
+    expect_pong(&ws); /* the gateway has set the connection up */
+    assert_int_equal(gateway_nodelay(&ws), 1);
+    wsclient_close(&ws);
+}
+
 static void bad_messages_keep_connection(void **state)
 {
     struct wsclient ws;
@@ -1033,6 +1096,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(handshake_needs_cookie_and_origin),
+        cmocka_unit_test(live_socket_sets_nodelay),
         cmocka_unit_test(bad_messages_keep_connection),
         cmocka_unit_test(subscription_limit_and_unsubscribe),
         cmocka_unit_test(training_fans_out_in_order),
