@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "executor.h"
 #include "secret.h"
 #include "sessions.h"
 #include "store.h"
@@ -16,6 +17,7 @@ struct backend {
     struct config config;
     struct store store;
     struct sessions *sessions; /* training sessions and their trainers */
+    struct executor executor;  /* how sessions run trainers */
     char secret[SECRET_HEX_LEN + 1];
     int64_t started_ms; /* CLOCK_MONOTONIC, for uptime */
     /* Called from the service loop every SERVER_TICK_MS, when set. */

@@ -26,6 +26,7 @@ void config_defaults(struct config *c)
              train && train[0] ? train : "build/bin/train");
     c->heartbeat_timeout_s = 120;
     c->stop_timeout_s = 30;
+    c->trainer_nice = 10;
     snprintf(c->payment_provider, sizeof(c->payment_provider), "test");
     c->ntypes = 1;
     snprintf(c->types[0].name, sizeof(c->types[0].name), "cpu");
@@ -234,6 +235,8 @@ static int read_key(yaml_document_t *doc, struct config *c, const char *k,
         return parse_int(k, v, 1, 86400, &c->heartbeat_timeout_s, err);
     if (strcmp(k, "stop_timeout_s") == 0)
         return parse_int(k, v, 1, 3600, &c->stop_timeout_s, err);
+    if (strcmp(k, "trainer_nice") == 0)
+        return parse_int(k, v, 0, 19, &c->trainer_nice, err);
     if (strcmp(k, "payment_provider") == 0) {
         if (v == NULL || (strcmp(v, "test") != 0 && strcmp(v, "operator")))
             return error_set(err, -EINVAL,
@@ -306,6 +309,9 @@ void config_print_help(FILE *out)
             "long\n"
             "  stop_timeout_s: 30         SIGKILL a stopping trainer after "
             "this\n"
+            "  trainer_nice: 10           nice value of trainers, 0 to 19, "
+            "so that\n"
+            "                             the servers stay responsive\n"
             "  payment_provider: test     test (test cards) or operator\n"
             "  instance_types:            default: one CPU type, $0.50/h\n"
             "    - name: cpu\n"

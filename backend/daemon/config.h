@@ -7,6 +7,7 @@
  *   train: build/bin/train      # the training program ($TRAINYARD_TRAIN)
  *   heartbeat_timeout_s: 120    # a silent trainer is stopped after this
  *   stop_timeout_s: 30          # SIGTERM, then SIGKILL after this
+ *   trainer_nice: 10            # CPU priority of trainers, 0 to 19
  *   payment_provider: test      # test (test cards) or operator (credits)
  *   instance_types:             # what users can train on, and the price
  *     - name: cpu
@@ -43,6 +44,7 @@ struct config {
     char train_program[CONFIG_TEXT_MAX];
     int heartbeat_timeout_s;
     int stop_timeout_s;
+    int trainer_nice;
     char payment_provider[32];
     struct config_instance_type types[CONFIG_INSTANCE_TYPES_MAX];
     int ntypes;

@@ -73,10 +73,34 @@ static void child_close_from(int first, int max_fd)
         close(fd);
 }
 
+/* Lower the child's CPU priority to nice, and that of its autogroup,
+ * which /proc/self/autogroup sets from a plain number, when the kernel
+ * has autogroups. Raising a nice value needs no privilege. */
+static void child_set_nice(int nice, const char *autogroup_text,
+                           int report_wr)
+{
+    ssize_t written;
+    int fd;
+
+    if (nice <= 0)
+        return;
+    if (setpriority(PRIO_PROCESS, 0, nice) != 0)
+        child_fail(report_wr, CHILD_STAGE_SETUP, errno);
+    fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return; /* a kernel without CONFIG_SCHED_AUTOGROUP */
+    /* NOTE: a failed write is ignored. The process's own nice value
+     * still ranks it within its session, but not against the servers. */
+    written = write(fd, autogroup_text, strlen(autogroup_text));
+    (void)written;
+    close(fd);
+}
+
 /* Runs in the child: only async-signal-safe calls from here on. */
 static _Noreturn void run_child(char *const argv[], const char *cwd,
                                 int null_fd, int log_fd, int events_wr,
-                                int report_wr, pid_t parent, int max_fd)
+                                int report_wr, pid_t parent, int max_fd,
+                                int nice, const char *autogroup_text)
 {
     struct sigaction dfl;
     sigset_t none;
@@ -95,6 +119,7 @@ static _Noreturn void run_child(char *const argv[], const char *cwd,
         child_fail(report_wr, CHILD_STAGE_SETUP, errno);
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
         child_fail(report_wr, CHILD_STAGE_SETUP, errno);
+    child_set_nice(nice, autogroup_text, report_wr);
     /* The backend died before prctl, so no one would watch this
      * trainer. */
     if (getppid() != parent)
@@ -184,12 +209,14 @@ static int local_start(const struct executor *ex, char *const argv[],
     int events[2] = {-1, -1}, report[2] = {-1, -1};
     int log_fd = -1, null_fd = -1, rc = 0;
     int max_fd = max_open_fds();
+    char autogroup_text[32];
     pid_t parent = getpid(), pid;
     sigset_t all, saved;
     struct executor_job *job;
 
-    (void)ex;
     *out = NULL;
+    /* The child may not call snprintf, so the text is made here. */
+    snprintf(autogroup_text, sizeof(autogroup_text), "%d", ex->nice);
     job = calloc(1, sizeof(*job));
     if (job == NULL)
         return error_set(err, -ENOMEM, "out of memory for a job");
@@ -212,7 +239,7 @@ static int local_start(const struct executor *ex, char *const argv[],
     pid = fork();
     if (pid == 0)
         run_child(argv, cwd, null_fd, log_fd, events[1], report[1], parent,
-                  max_fd);
+                  max_fd, ex->nice, autogroup_text);
     pthread_sigmask(SIG_SETMASK, &saved, NULL);
     if (pid < 0) {
         rc = error_errno(err, errno, "cannot fork to run '%s'", argv[0]);
@@ -377,4 +404,14 @@ static const struct executor local_executor = {
 const struct executor *executor_local(void)
 {
     return &local_executor;
+}
+
+void executor_local_init(struct executor *ex, int nice)
+{
+    *ex = local_executor;
+    if (nice < 0)
+        nice = 0;
+    if (nice > 19)
+        nice = 19;
+    ex->nice = nice;
 }

@@ -77,6 +77,14 @@ struct executor {
      * or a negative error. */
     int (*kill_orphan)(const struct executor *ex, int64_t job_id,
                        const char *program, struct error *err);
+
+    /* Nice value (0 to 19) that started programs run at, so that a
+     * trainer that keeps every core busy leaves CPU time to the backend
+     * and gateway. The local executor also sets it on the program's
+     * autogroup: with CONFIG_SCHED_AUTOGROUP each session (setsid) is a
+     * scheduling group of its own, and a process's nice value then weighs
+     * it only against the processes of its own session. */
+    int nice;
 };
 
 /* The executor that runs jobs as child processes of this backend. Every
@@ -84,5 +92,9 @@ struct executor {
  * backend crash never leaves a trainer running unwatched. Start jobs
  * from the backend's long-lived main thread. */
 const struct executor *executor_local(void);
+
+/* Fill *ex with the local executor, starting programs at nice value nice
+ * (0 to 19). */
+void executor_local_init(struct executor *ex, int nice);
 
 #endif

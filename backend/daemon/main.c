@@ -155,7 +155,8 @@ static int open_sessions(struct backend *be, struct error *err)
     cfg.train_program = be->config.train_program;
     cfg.stop_timeout_ms = (int64_t)be->config.stop_timeout_s * 1000;
     cfg.heartbeat_timeout_ms = (int64_t)be->config.heartbeat_timeout_s * 1000;
-    rc = sessions_open(&be->sessions, &be->store, executor_local(), &cfg,
+    executor_local_init(&be->executor, be->config.trainer_nice);
+    rc = sessions_open(&be->sessions, &be->store, &be->executor, &cfg,
                        err);
     if (rc != 0)
         return rc;

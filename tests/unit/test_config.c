@@ -68,6 +68,7 @@ static void defaults_offer_one_cpu_type(void **state)
     assert_int_equal(c.types[0].price_per_hour, 500000);
     assert_int_equal(c.listen_port, 8081);
     assert_int_equal(c.heartbeat_timeout_s, 120);
+    assert_int_equal(c.trainer_nice, 10);
 }
 
 static void file_sets_every_key(void **state)
@@ -83,6 +84,7 @@ static void file_sets_every_key(void **state)
                                "train: /opt/ty/train\n"
                                "heartbeat_timeout_s: 30\n"
                                "stop_timeout_s: 5\n"
+                               "trainer_nice: 0\n"
                                "payment_provider: operator\n"
                                "instance_types:\n"
                                "  - name: cpu\n"
@@ -102,6 +104,7 @@ static void file_sets_every_key(void **state)
     assert_string_equal(c.train_program, "/opt/ty/train");
     assert_int_equal(c.heartbeat_timeout_s, 30);
     assert_int_equal(c.stop_timeout_s, 5);
+    assert_int_equal(c.trainer_nice, 0);
     assert_string_equal(c.payment_provider, "operator");
     assert_int_equal(c.ntypes, 2);
     assert_int_equal(c.types[0].capacity, 4);
@@ -119,6 +122,8 @@ static void invalid_files_name_the_key(void **state)
         {"colour: red\n", "unknown key 'colour'"},
         {"listen: nowhere\n", "invalid listen 'nowhere'"},
         {"heartbeat_timeout_s: 0\n", "invalid heartbeat_timeout_s '0'"},
+        {"trainer_nice: 20\n", "invalid trainer_nice '20'"},
+        {"trainer_nice: -5\n", "invalid trainer_nice '-5'"},
         {"payment_provider: paypal\n", "invalid payment_provider 'paypal'"},
         {"instance_types: cpu\n", "instance_types must be a list"},
         {"instance_types:\n  - name: a\n    device: cpu\n",

@@ -155,6 +155,7 @@ static int fake_kill_orphan(const struct executor *ex, int64_t job_id,
 static const struct executor fake_executor = {
     "fake",      fake_start, fake_events_fd, fake_job_id,
     fake_signal, fake_poll,  fake_close,     fake_kill_orphan,
+    0,
 };
 
 static void fake_reset(void)
@@ -1283,6 +1284,52 @@ static void local_executor_runs_in_own_group(void **state)
     free(text);
 }
 
+/* A trainer runs at the configured nice value, and so does its session's
+ * autogroup where the kernel has autogroups, so that it cannot take half
+ * of the CPU time from the servers. */
+static void local_executor_sets_nice(void **state)
+{
+    struct executor ex;
+    struct world *w = *state;
+    struct executor_job *job = NULL;
+    struct executor_status st = {EXECUTOR_RUNNING, 0};
+    struct error err = {0};
+    char log[PATH_MAX + 16], text[256] = "";
+    char *argv[] = {"/bin/sh", "-c",
+                    "echo process $(cut -d' ' -f19 /proc/$$/stat); "
+                    "cat /proc/$$/autogroup 2>/dev/null || echo none",
+                    NULL};
+    int64_t deadline = clock_monotonic_ms() + 10000;
+
+    executor_local_init(&ex, 7);
+    snprintf(log, sizeof(log), "%s/nice.log", w->dir);
+    assert_int_equal(ex.start(&ex, argv, NULL, log, &job, &err), 0);
+    while (st.state == EXECUTOR_RUNNING && clock_monotonic_ms() < deadline) {
+        usleep(10000);
+        assert_int_equal(ex.poll(job, &st, &err), 0);
+    }
+    assert_int_equal(st.state, EXECUTOR_EXITED);
+    assert_int_equal(st.code, 0);
+    ex.close(job);
+
+    FILE *f = fopen(log, "r");
+    assert_non_null(f);
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    assert_non_null(strstr(text, "process 7\n"));
+    if (access("/proc/self/autogroup", F_OK) == 0) {
+        assert_non_null(strstr(text, "/autogroup-"));
+        assert_non_null(strstr(text, " nice 7\n"));
+    }
+
+    /* Out of range values are clamped. */
+    executor_local_init(&ex, 25);
+    assert_int_equal(ex.nice, 19);
+    executor_local_init(&ex, -3);
+    assert_int_equal(ex.nice, 0);
+}
+
 static void local_executor_reports_exec_failure(void **state)
 {
     const struct executor *ex = executor_local();
@@ -1381,6 +1428,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(shutdown_fails_running_sessions, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(local_executor_runs_in_own_group, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(local_executor_sets_nice, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(local_executor_reports_exec_failure,
                                         setup, teardown),
