@@ -90,6 +90,7 @@ static void watch_pipes(struct backend *be)
             continue;
         }
         watched[nwatched++] = pipes[i].session_id;
+        sessions_set_pipe_watched(be->sessions, pipes[i].session_id, 1);
     }
 }
 
@@ -108,7 +109,7 @@ static int on_input(struct backend *be, int64_t session_id)
 
 static void on_unwatch(struct backend *be, int64_t session_id)
 {
-    (void)be;
+    sessions_set_pipe_watched(be->sessions, session_id, 0);
     for (int i = 0; i < nwatched; i++) {
         if (watched[i] == session_id) {
             watched[i] = watched[--nwatched];

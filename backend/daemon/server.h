@@ -9,9 +9,8 @@
 
 /* Period of backend->on_tick, in milliseconds. The tick reaps trainers,
  * enforces deadlines and launches queued sessions. It also reads the
- * trainers' event pipes, which the service loop otherwise reads as soon
- * as they have input (server_watch). A tick with nothing to do costs a
- * read and a waitpid per trainer. */
+ * event pipes that the service loop does not watch (server_watch). A
+ * tick with nothing to do costs a waitpid per trainer. */
 #define SERVER_TICK_MS 10
 
 struct server_options {

@@ -198,6 +198,12 @@ int sessions_pipes(const struct sessions *s, struct sessions_pipe *out,
 int sessions_read_pipe(struct sessions *s, int64_t session_id,
                        int64_t now_ms);
 
+/* Record whether the service loop watches session_id's pipe. While it
+ * does, sessions_poll leaves the pipe to sessions_read_pipe, except for
+ * what is left in it when the trainer has exited. */
+void sessions_set_pipe_watched(struct sessions *s, int64_t session_id,
+                               int watched);
+
 /* Number of trainers this control plane is watching. */
 int sessions_running(const struct sessions *s);
 

@@ -46,6 +46,7 @@ struct session_job {
     char *pending_batch;
     char *retry_line;
     int eof;
+    int pipe_watched; /* the service loop reads the pipe on input */
 
     int64_t launched_ms; /* monotonic, as every *_ms below */
     int64_t last_event_ms;

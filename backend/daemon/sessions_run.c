@@ -972,6 +972,14 @@ int sessions_read_pipe(struct sessions *s, int64_t session_id,
     return pipe_readable(s, job);
 }
 
+void sessions_set_pipe_watched(struct sessions *s, int64_t session_id,
+                               int watched)
+{
+    for (struct session_job *j = s->jobs; j != NULL; j = j->next)
+        if (j->session_id == session_id)
+            j->pipe_watched = watched;
+}
+
 void sessions_poll(struct sessions *s, int64_t now_ms)
 {
     struct session_job **link = &s->jobs;
@@ -979,7 +987,7 @@ void sessions_poll(struct sessions *s, int64_t now_ms)
     while (*link != NULL) {
         struct session_job *job = *link;
 
-        if (!job->ended)
+        if (!job->ended && !job->pipe_watched)
             read_events(s, job, now_ms);
         check_exit(s, job, now_ms);
         if (!job->ended) {
