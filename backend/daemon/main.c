@@ -65,11 +65,16 @@ static void usage(FILE *out)
 #define WATCHED_MAX 256
 static int64_t watched[WATCHED_MAX];
 static int nwatched;
+/* The last sessions whose pipe could not be watched, which are not tried
+ * again, so that a lack of descriptors does not log every tick. */
+#define UNWATCHABLE_MAX 16
+static int64_t unwatchable[UNWATCHABLE_MAX];
+static unsigned nunwatchable;
 
-static int is_watched(int64_t session_id)
+static int contains(const int64_t *ids, int count, int64_t session_id)
 {
-    for (int i = 0; i < nwatched; i++)
-        if (watched[i] == session_id)
+    for (int i = 0; i < count; i++)
+        if (ids[i] == session_id)
             return 1;
     return 0;
 }
@@ -81,12 +86,18 @@ static void watch_pipes(struct backend *be)
     int n = sessions_pipes(be->sessions, pipes, WATCHED_MAX);
 
     for (int i = 0; i < n && nwatched < WATCHED_MAX; i++) {
-        if (is_watched(pipes[i].session_id))
+        int64_t id = pipes[i].session_id;
+        int tried = nunwatchable < UNWATCHABLE_MAX ? (int)nunwatchable
+                                                   : UNWATCHABLE_MAX;
+
+        if (contains(watched, nwatched, id) || contains(unwatchable, tried, id))
             continue;
-        if (server_watch(pipes[i].fd, pipes[i].session_id) != 0) {
-            log_warn("cannot watch the event pipe of session=%lld; its "
+        int rc = server_watch(pipes[i].fd, id);
+        if (rc != 0) {
+            log_warn("cannot watch the event pipe of session=%lld: %s; its "
                      "events are read every %d ms",
-                     (long long)pipes[i].session_id, SERVER_TICK_MS);
+                     (long long)id, strerror(-rc), SERVER_TICK_MS);
+            unwatchable[nunwatchable++ % UNWATCHABLE_MAX] = id;
             continue;
         }
         watched[nwatched++] = pipes[i].session_id;

@@ -194,18 +194,19 @@ int server_watch(int fd, int64_t key)
     int copy;
 
     if (server_vhost == NULL)
-        return -1;
+        return -EINVAL;
     copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (copy < 0)
-        return -1;
+        return -errno;
     memset(&desc, 0, sizeof(desc));
     desc.vh = server_vhost;
     desc.type = LWS_ADOPT_RAW_FILE_DESC;
     desc.fd.filefd = copy;
     desc.vh_prot_name = PIPE_PROTOCOL;
     desc.opaque = (void *)(intptr_t)key;
-    /* On failure lws has closed the copy. */
-    return lws_adopt_descriptor_vhost_via_info(&desc) != NULL ? 0 : -1;
+    /* On failure lws has closed the copy; it fails only for lack of
+     * memory or of room in its descriptor table. */
+    return lws_adopt_descriptor_vhost_via_info(&desc) != NULL ? 0 : -ENOMEM;
 }
 
 static int write_port_file(const char *path, int port, struct error *err)

@@ -31,7 +31,8 @@ void server_request_stop(void);
  * input, until it returns 0 or the pipe ends. Then backend->on_unwatch(be,
  * key) is called. The loop watches a duplicate of fd, so the caller still
  * owns fd and may close it at any time. Call it from the service thread
- * while server_run runs. Returns 0, or -1 when fd cannot be watched. */
+ * while server_run runs. Returns 0, or a negative errno code when fd
+ * cannot be watched. */
 int server_watch(int fd, int64_t key);
 
 /* Queue text on every authenticated gateway connection. Call it from the
