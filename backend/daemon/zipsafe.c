@@ -32,6 +32,9 @@
 #define COPY_BUFFER 65536
 /* Maximum length of an entry name, in bytes. */
 #define NAME_MAX_BYTES 1024
+/* Maximum length of one component of a name: Linux's NAME_MAX, the
+ * longest file or folder name that ext4, XFS and tmpfs accept. */
+#define COMPONENT_MAX_BYTES 255
 
 void zipsafe_limits_load(struct zipsafe_limits *limits)
 {
@@ -122,6 +125,11 @@ int zipsafe_check_name(const char *name, struct error *err)
                              "archive entry '%.200s' has an empty path "
                              "component ('//')",
                              name);
+        if (n > COMPONENT_MAX_BYTES)
+            return error_set(err, -EINVAL,
+                             "archive entry '%.200s' has a file or folder "
+                             "name of %zu bytes; the limit is %d",
+                             name, n, COMPONENT_MAX_BYTES);
         if ((n == 1 && component[0] == '.') ||
             (n == 2 && component[0] == '.' && component[1] == '.'))
             return error_set(err, -EINVAL,

@@ -36,7 +36,7 @@ void zipsafe_limits_load(struct zipsafe_limits *limits);
  * components, else -EINVAL with err naming the entry and the reason.
  * Rejected are an empty name, an absolute path, a drive letter, a
  * backslash, a "." or ".." component, an empty component, a control
- * character and a name over 1,024 bytes. */
+ * character, a name over 1,024 bytes and a component over 255 bytes. */
 int zipsafe_check_name(const char *name, struct error *err);
 
 /* 1 when some component of name starts with '.' or is "__MACOSX", so

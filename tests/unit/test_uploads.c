@@ -84,6 +84,21 @@ static void long_name_rejected(void **state)
     assert_non_null(strstr(err.msg, "longer than"));
 }
 
+static void long_component_rejected(void **state)
+{
+    char name[300];
+    struct error err = {0};
+
+    (void)state;
+    /* 255 bytes is the longest file name that Linux file systems take. */
+    snprintf(name, sizeof(name), "train/%0255d/1.png", 7);
+    assert_int_equal(zipsafe_check_name(name, &err), 0);
+    snprintf(name, sizeof(name), "train/%0256d/1.png", 7);
+    assert_int_equal(zipsafe_check_name(name, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "256 bytes"));
+    assert_non_null(strstr(err.msg, "limit is 255"));
+}
+
 static void hidden_entries(void **state)
 {
     (void)state;
@@ -270,6 +285,28 @@ static void file_then_folder_rejected(void **state)
     cJSON_Delete(report);
 }
 
+/* A component too long for the file system was an I/O error, which the
+ * upload reported as an internal failure, not as a fault of the archive. */
+static void long_component_extract_rejected(void **state)
+{
+    struct zipsafe_limits limits = defaults();
+    cJSON *report = cJSON_CreateArray();
+    struct error err = {0};
+    char path[PATH_MAX + 64], name[400];
+    zip_t *za;
+
+    (void)state;
+    snprintf(name, sizeof(name), "train/%0300d/1.png", 1);
+    za = new_archive("long.zip", path, sizeof(path));
+    add_text(za, "train/a/1.png", "1");
+    add_text(za, name, "2");
+    assert_int_equal(zip_close(za), 0);
+    assert_int_equal(extract(path, "long", &limits, report, &err), -EINVAL);
+    assert_non_null(strstr(err.msg, "limit is 255"));
+    assert_false(exists("long"));
+    cJSON_Delete(report);
+}
+
 static void device_entry_rejected(void **state)
 {
     struct zipsafe_limits limits = defaults();
@@ -385,12 +422,14 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(name_check_table),
         cmocka_unit_test(long_name_rejected),
+        cmocka_unit_test(long_component_rejected),
         cmocka_unit_test(hidden_entries),
         cmocka_unit_test(test_limits_variable),
         cmocka_unit_test(top_folder_stripped),
         cmocka_unit_test(top_folder_without_train_kept),
         cmocka_unit_test(duplicate_entry_rejected),
         cmocka_unit_test(file_then_folder_rejected),
+        cmocka_unit_test(long_component_extract_rejected),
         cmocka_unit_test(device_entry_rejected),
         cmocka_unit_test(encrypted_entry_rejected),
         cmocka_unit_test(limits_enforced),
