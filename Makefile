@@ -83,6 +83,11 @@ UNIT_SRCS := $(wildcard tests/unit/test_*.c)
 UNIT_BINS := $(patsubst tests/unit/%.c,$(ASAN)/tests/%,$(UNIT_SRCS))
 INTEG_SRCS := $(wildcard tests/integration/test_*.c)
 INTEG_BINS := $(patsubst tests/integration/%.c,$(ASAN)/tests/%,$(INTEG_SRCS))
+# Each libFuzzer target, linked with tests/fuzz/replay.c instead of
+# libFuzzer: a test program that runs the target's seed corpus once.
+FUZZ_SRCS := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(ASAN)/fuzz-replay/%,\
+                      $(FUZZ_SRCS))
 TEST_SUPPORT := $(wildcard tests/support/*.c)
 TEST_SUPPORT_OBJS := $(patsubst tests/support/%.c,$(ASAN)/tests-support/%.o,\
                        $(TEST_SUPPORT))
@@ -228,6 +233,13 @@ $(ASAN)/tests/%: tests/integration/%.c $(TEST_SUPPORT_OBJS) $(ASAN_LIB)
 	$(Q)$(CC) $(CPPFLAGS) -Itests/support $(ASAN_CFLAGS) -MMD -MP $< \
 	    $(TEST_SUPPORT_OBJS) $(ASAN_LIB) $(LDLIBS) -lcmocka -o $@
 
+$(ASAN)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(ASAN_LIB)
+	$(call say,TEST-CC,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) -Igateway $(ASAN_CFLAGS) \
+	    -DFUZZ_CORPUS='"$(CURDIR)/tests/fuzz/corpus/$*"' -MMD -MP $< \
+	    tests/fuzz/replay.c $(ASAN_LIB) $(LDLIBS) -lcmocka -o $@
+
 $(ASAN)/tests-support/%.o: tests/support/%.c
 	$(call say,CC-SAN,$<)
 	$(Q)mkdir -p $(@D)
@@ -315,11 +327,12 @@ test: deps
 	$(if $(NVCC),,@echo 'SKIP cuda tests: nvcc not found (looked in' \
 	    '/usr/local/cuda/bin and PATH)')
 	$(Q)BUILD=$(BUILD) NVCC='$(NVCC)' GPU_COUNT=$(GPU_COUNT) \
-	    scripts/run-tests.sh $(UNIT_BINS) $(INTEG_BINS) \
+	    scripts/run-tests.sh $(UNIT_BINS) $(FUZZ_REPLAY_BINS) $(INTEG_BINS) \
 	    $(if $(NVCC),$(CUDA_TEST_BINS)) $(UI_TEST_BIN) $(E2E_TESTS)
 
 .PHONY: test-build
-test-build: $(UNIT_BINS) $(INTEG_BINS) $(TEST_PROGS) $(UI_TEST_BIN) all ui \
+test-build: $(UNIT_BINS) $(FUZZ_REPLAY_BINS) $(INTEG_BINS) $(TEST_PROGS) \
+            $(UI_TEST_BIN) all ui \
             $(if $(NVCC),$(CUDA_TEST_BINS) $(BIN)/train)
 
 run: deps-debian
