@@ -186,6 +186,28 @@ static void api_wrong_method_rejected(void **state)
     harness_http_free(&r);
 }
 
+/* A response to HEAD has headers only. The gateway wrote the JSON body of
+ * its 405 after them, which a client on a kept-alive connection would
+ * read as the start of the next response. */
+static void api_head_response_has_no_body(void **state)
+{
+    struct stack *s = *state;
+    struct http_reply r;
+    char length[32], allow[32];
+
+    assert_int_equal(harness_http(s->gateway_port, "HEAD", "/api/v1/health",
+                                  NULL, NULL, &r),
+                     0);
+    assert_int_equal(r.status, 405);
+    assert_int_equal(harness_header(&r, "Allow", allow, sizeof(allow)), 0);
+    assert_string_equal(allow, "GET");
+    assert_int_equal(
+        harness_header(&r, "Content-Length", length, sizeof(length)), 0);
+    assert_true(atoi(length) > 0);
+    assert_int_equal(r.body_len, 0);
+    harness_http_free(&r);
+}
+
 static void static_files_have_etag_and_types(void **state)
 {
     struct stack *s = *state;
@@ -422,6 +444,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(api_unknown_path_is_json_404,
                                         stack_setup, stack_teardown),
         cmocka_unit_test_setup_teardown(api_wrong_method_rejected,
+                                        stack_setup, stack_teardown),
+        cmocka_unit_test_setup_teardown(api_head_response_has_no_body,
                                         stack_setup, stack_teardown),
         cmocka_unit_test_setup_teardown(static_files_have_etag_and_types,
                                         stack_setup, stack_teardown),
