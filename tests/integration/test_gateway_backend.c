@@ -285,6 +285,38 @@ static void static_gzip_when_accepted(void **state)
     harness_http_free(&r);
 }
 
+/* civetweb's error pages wrote their text after the headers of a HEAD
+ * response, as the API's 405 did. A HEAD of a file that exists gets its
+ * headers with the file's length and no body. */
+static void static_head_response_has_no_body(void **state)
+{
+    struct stack *s = *state;
+    struct http_reply r;
+    char value[64];
+
+    assert_int_equal(harness_http(s->gateway_port, "HEAD", "/missing.html",
+                                  NULL, NULL, &r),
+                     0);
+    assert_int_equal(r.status, 404);
+    assert_int_equal(r.body_len, 0);
+    assert_int_equal(harness_header(&r, "X-Frame-Options", value,
+                                    sizeof(value)),
+                     0);
+    assert_string_equal(value, "DENY");
+    harness_http_free(&r);
+
+    assert_int_equal(harness_http(s->gateway_port, "HEAD", "/index.html",
+                                  NULL, NULL, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 0);
+    assert_int_equal(harness_header(&r, "Content-Length", value,
+                                    sizeof(value)),
+                     0);
+    assert_string_equal(value, "31");
+    harness_http_free(&r);
+}
+
 static void static_traversal_rejected(void **state)
 {
     static const char *const targets[] = {
@@ -450,6 +482,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(static_files_have_etag_and_types,
                                         stack_setup, stack_teardown),
         cmocka_unit_test_setup_teardown(static_gzip_when_accepted,
+                                        stack_setup, stack_teardown),
+        cmocka_unit_test_setup_teardown(static_head_response_has_no_body,
                                         stack_setup, stack_teardown),
         cmocka_unit_test_setup_teardown(static_traversal_rejected,
                                         stack_setup, stack_teardown),
