@@ -64,11 +64,12 @@
  *   - a complete, well-formed HTTP/1.1 response arrives within
  *     RESPONSE_TIMEOUT_MS (so the gateway never hangs), with a status
  *     line, CRLF-ended header lines and a body that matches its framing;
- *   - every response of api_handle (recognized by its "Cache-Control:
- *     no-store" header, which civetweb's own responses do not send) has a
- *     Content-Length or status 204, and a status of 200, 201, 202 or 204,
- *     or the status that api_status_for_code gives its error code, with
- *     the JSON body {"error": {"code", "message"}}; a 405 has Allow;
+ *   - every response of api_handle (recognized by a Cache-Control
+ *     header of exactly "no-store", where civetweb's own responses send
+ *     a longer value) has a Content-Length or status 204, and a status
+ *     of 200, 201, 202 or 204, or the status that api_status_for_code
+ *     gives its error code, with the JSON body {"error": {"code",
+ *     "message"}}; a 405 has Allow;
  *   - no response is 500 (internal) or 503 (backend_unavailable or
  *     too_many_connections). The backend runs in this process and stays
  *     up, and one request of at most libFuzzer's -max_len bytes cannot
