@@ -131,7 +131,10 @@ void api_send_json(struct api_request *req, int status, const cJSON *body)
     size_t len = text ? strlen(text) : 0;
 
     send_headers(req, status, len);
-    if (len > 0)
+    /* A response to HEAD ends after its headers (RFC 9110, section
+     * 9.3.2), and civetweb writes whatever it is given. No route takes
+     * HEAD, so this is the 405 that every HEAD request gets. */
+    if (len > 0 && strcmp(req->info->request_method, "HEAD") != 0)
         mg_write(req->conn, text, len);
     free(text);
 }

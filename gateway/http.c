@@ -34,6 +34,32 @@ static int log_civetweb_message(const struct mg_connection *conn,
     return 1;
 }
 
+/* civetweb's own error pages (1.15, the version of Debian 12) write
+ * their text after the headers of a HEAD response too, which a
+ * client on a kept-alive connection reads as the start of the next
+ * response. For HEAD, send the headers of that page alone, and let
+ * civetweb send the page of every other request. */
+static int send_http_error(struct mg_connection *conn, int status,
+                           const char *message)
+{
+    const struct mg_request_info *info = mg_get_request_info(conn);
+
+    (void)message;
+    if (info == NULL || info->request_method == NULL ||
+        strcmp(info->request_method, "HEAD") != 0)
+        return 1;
+    mg_response_header_start(conn, status);
+    mg_response_header_add(conn, "Cache-Control",
+                           "no-cache, no-store, must-revalidate, private, "
+                           "max-age=0",
+                           -1);
+    mg_response_header_add_lines(conn, HTTP_SECURITY_HEADERS);
+    mg_response_header_add(conn, "Content-Type", "text/plain; charset=utf-8",
+                           -1);
+    mg_response_header_send(conn);
+    return 0;
+}
+
 static int write_port_file(const char *path, int port, struct error *err)
 {
     char text[16];
@@ -88,6 +114,7 @@ int http_start(const struct http_options *opt, struct error *err)
 
     memset(&callbacks, 0, sizeof(callbacks));
     callbacks.log_message = log_civetweb_message;
+    callbacks.http_error = send_http_error;
     if (opt->tls_cert != NULL) {
         callbacks.init_ssl = tls_init_ssl;
         tls_set_https_port(opt->port);

@@ -34,7 +34,7 @@ fi
 
 # The same packages, defines and include folders as the Makefile.
 PKGS="libwebsockets sqlite3 libcjson libsodium yaml-0.1 libjpeg spng
-      libzip openblas zlib"
+      libzip openblas zlib libssl libcrypto"
 read -r -a PKG_CFLAGS <<<"$(pkg-config --cflags $PKGS)"
 read -r -a PKG_LIBS <<<"$(pkg-config --libs $PKGS)"
 CPPFLAGS=(-D_GNU_SOURCE -Icommon -Ikernels -Ibackend -I"$OUT/gen")

@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "error.h"
 #include "executor.h"
 #include "secret.h"
 #include "sessions.h"
@@ -28,5 +29,21 @@ struct backend {
     /* Called when the watch of key has ended. */
     void (*on_unwatch)(struct backend *be, int64_t key);
 };
+
+/* Create be->data_dir, load or create its gateway.secret into
+ * be->secret, open and migrate its trainyard.db into be->store, and
+ * store the instance types of be->config. The caller sets be->data_dir
+ * and be->config first. On failure nothing stays open. */
+int backend_open(struct backend *be, struct error *err);
+
+/* Open the training session supervisor (be->sessions) over be->store with
+ * be->executor, which the caller has set, send each stored event to the
+ * gateways, and settle the sessions that an earlier backend left
+ * running (sessions_reconcile). */
+int backend_open_sessions(struct backend *be, struct error *err);
+
+/* Close the supervisor, when open, and the database. Running trainers
+ * are killed, so call sessions_shutdown first for a graceful stop. */
+void backend_close(struct backend *be);
 
 #endif

@@ -5,7 +5,6 @@
  */
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,14 +12,10 @@
 #include <time.h>
 
 #include "admin_cli.h"
-#include <cjson/cJSON.h>
-
 #include "backend.h"
 #include "demo.h"
 #include "executor.h"
 #include "clock.h"
-#include "fsutil.h"
-#include "instances.h"
 #include "log.h"
 #include "server.h"
 
@@ -129,59 +124,21 @@ static void on_unwatch(struct backend *be, int64_t session_id)
     }
 }
 
-/* Send each stored progress event to every gateway, which fans it out to
- * the model's viewers. Runs inside the sessions module's commit, so it
- * only queues. */
-static int broadcast_event(void *user, const struct sessions_event *ev)
-{
-    cJSON *msg = cJSON_CreateObject();
-    cJSON *payload = cJSON_Parse(ev->payload);
-    char *text;
-
-    (void)user;
-    cJSON_AddStringToObject(msg, "type", "event");
-    cJSON_AddNumberToObject(msg, "model", (double)ev->model_id);
-    cJSON_AddNumberToObject(msg, "session", (double)ev->session_id);
-    cJSON_AddNumberToObject(msg, "seq", (double)ev->seq);
-    cJSON_AddStringToObject(msg, "kind", ev->kind);
-    cJSON_AddNumberToObject(msg, "created_at", (double)ev->created_at);
-    cJSON_AddItemToObject(msg, "payload",
-                          payload ? payload : cJSON_CreateObject());
-    text = cJSON_PrintUnformatted(msg);
-    cJSON_Delete(msg);
-    if (text != NULL)
-        server_broadcast(text, strlen(text));
-    free(text);
-    return 0;
-}
-
-/* Open the session supervisor and settle sessions left running by a
+/* Open the session supervisor with the local executor, which runs
+ * trainers as child processes, and settle sessions left running by a
  * previous backend process. */
 static int open_sessions(struct backend *be, struct error *err)
 {
-    struct sessions_config cfg;
     int rc;
 
-    sessions_config_defaults(&cfg);
-    cfg.data_dir = be->config.data_dir;
-    cfg.train_program = be->config.train_program;
-    cfg.stop_timeout_ms = (int64_t)be->config.stop_timeout_s * 1000;
-    cfg.heartbeat_timeout_ms = (int64_t)be->config.heartbeat_timeout_s * 1000;
     executor_local_init(&be->executor, be->config.trainer_nice);
-    rc = sessions_open(&be->sessions, &be->store, &be->executor, &cfg,
-                       err);
+    rc = backend_open_sessions(be, err);
     if (rc != 0)
         return rc;
-    sessions_set_event_hook(be->sessions, broadcast_event, be);
-    rc = sessions_reconcile(be->sessions, err);
-    if (rc > 0)
-        log_info("reconciled %d sessions left running by the previous "
-                 "backend; they can be resumed",
-                 rc);
     be->on_tick = on_tick;
     be->on_input = on_input;
     be->on_unwatch = on_unwatch;
-    return rc < 0 ? rc : 0;
+    return 0;
 }
 
 static void on_signal(int sig)
@@ -272,7 +229,6 @@ int main(int argc, char **argv)
     const char *port_file = NULL;
     struct backend be;
     struct error err = {0};
-    char path[PATH_MAX];
     int rc;
 
     /* Commands come before the daemon's options. */
@@ -309,27 +265,15 @@ int main(int argc, char **argv)
         log_warn("cannot set OMP_WAIT_POLICY for trainers: %s",
                  strerror(errno));
 
-    rc = fs_mkdir_p(be.data_dir, 0700, &err);
-    if (rc == 0) {
-        snprintf(path, sizeof(path), "%s/gateway.secret", be.data_dir);
-        rc = secret_load_or_create(path, be.secret, &err);
-    }
-    if (rc == 0) {
-        snprintf(path, sizeof(path), "%s/trainyard.db", be.data_dir);
-        rc = store_open(&be.store, path, schema_sql, &err);
-    }
-    if (rc == 0) {
-        log_info("database '%s' at schema version %d", path,
-                 be.store.schema_version);
-        rc = instances_sync(&be.store, &be.config, &err);
-    }
-    if (rc == 0)
-        rc = open_sessions(&be, &err);
+    rc = backend_open(&be, &err);
     if (rc != 0) {
         log_error("%s", err.msg);
-        if (be.sessions != NULL)
-            sessions_close(be.sessions);
-        store_close(&be.store);
+        return 1;
+    }
+    rc = open_sessions(&be, &err);
+    if (rc != 0) {
+        log_error("%s", err.msg);
+        backend_close(&be);
         return 1;
     }
 
@@ -341,8 +285,7 @@ int main(int argc, char **argv)
     /* Trainers are stopped with a checkpoint before the database closes;
      * their sessions are marked resumable. */
     sessions_shutdown(be.sessions);
-    sessions_close(be.sessions);
-    store_close(&be.store);
+    backend_close(&be);
     if (rc != 0) {
         log_error("%s", err.msg);
         return 1;

@@ -81,10 +81,13 @@ int op_arg_int64(struct op_call *call, const char *name, int64_t *out)
 
     if (v == NULL)
         return 1;
-    /* Whole numbers up to 2^53 are exact in a JSON double. */
-    if (!cJSON_IsNumber(v) || v->valuedouble != (double)(int64_t)v->valuedouble
-        || fabs(v->valuedouble) > 9007199254740992.0) {
-        op_error(call, "invalid_request", "field '%s' must be a whole number",
+    /* Whole numbers up to 2^53 are exact in a JSON double. The range is
+     * checked before the cast, because converting a double outside the
+     * range of int64_t is undefined behavior. */
+    if (!cJSON_IsNumber(v) || !(fabs(v->valuedouble) <= 9007199254740992.0)
+        || v->valuedouble != (double)(int64_t)v->valuedouble) {
+        op_error(call, "invalid_request",
+                 "field '%s' must be a whole number from -2^53 to 2^53",
                  name);
         return -1;
     }

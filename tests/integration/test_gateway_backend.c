@@ -186,6 +186,28 @@ static void api_wrong_method_rejected(void **state)
     harness_http_free(&r);
 }
 
+/* A response to HEAD has headers only. The gateway wrote the JSON body of
+ * its 405 after them, which a client on a kept-alive connection would
+ * read as the start of the next response. */
+static void api_head_response_has_no_body(void **state)
+{
+    struct stack *s = *state;
+    struct http_reply r;
+    char length[32], allow[32];
+
+    assert_int_equal(harness_http(s->gateway_port, "HEAD", "/api/v1/health",
+                                  NULL, NULL, &r),
+                     0);
+    assert_int_equal(r.status, 405);
+    assert_int_equal(harness_header(&r, "Allow", allow, sizeof(allow)), 0);
+    assert_string_equal(allow, "GET");
+    assert_int_equal(
+        harness_header(&r, "Content-Length", length, sizeof(length)), 0);
+    assert_true(atoi(length) > 0);
+    assert_int_equal(r.body_len, 0);
+    harness_http_free(&r);
+}
+
 static void static_files_have_etag_and_types(void **state)
 {
     struct stack *s = *state;
@@ -260,6 +282,38 @@ static void static_gzip_when_accepted(void **state)
                                         sizeof(value)),
                          0);
     assert_int_equal(r.body_len, sizeof(plain));
+    harness_http_free(&r);
+}
+
+/* civetweb's error pages wrote their text after the headers of a HEAD
+ * response, as the API's 405 did. A HEAD of a file that exists gets its
+ * headers with the file's length and no body. */
+static void static_head_response_has_no_body(void **state)
+{
+    struct stack *s = *state;
+    struct http_reply r;
+    char value[64];
+
+    assert_int_equal(harness_http(s->gateway_port, "HEAD", "/missing.html",
+                                  NULL, NULL, &r),
+                     0);
+    assert_int_equal(r.status, 404);
+    assert_int_equal(r.body_len, 0);
+    assert_int_equal(harness_header(&r, "X-Frame-Options", value,
+                                    sizeof(value)),
+                     0);
+    assert_string_equal(value, "DENY");
+    harness_http_free(&r);
+
+    assert_int_equal(harness_http(s->gateway_port, "HEAD", "/index.html",
+                                  NULL, NULL, &r),
+                     0);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.body_len, 0);
+    assert_int_equal(harness_header(&r, "Content-Length", value,
+                                    sizeof(value)),
+                     0);
+    assert_string_equal(value, "31");
     harness_http_free(&r);
 }
 
@@ -423,9 +477,13 @@ int main(void)
                                         stack_setup, stack_teardown),
         cmocka_unit_test_setup_teardown(api_wrong_method_rejected,
                                         stack_setup, stack_teardown),
+        cmocka_unit_test_setup_teardown(api_head_response_has_no_body,
+                                        stack_setup, stack_teardown),
         cmocka_unit_test_setup_teardown(static_files_have_etag_and_types,
                                         stack_setup, stack_teardown),
         cmocka_unit_test_setup_teardown(static_gzip_when_accepted,
+                                        stack_setup, stack_teardown),
+        cmocka_unit_test_setup_teardown(static_head_response_has_no_body,
                                         stack_setup, stack_teardown),
         cmocka_unit_test_setup_teardown(static_traversal_rejected,
                                         stack_setup, stack_teardown),

@@ -6,6 +6,7 @@
 #include <cmocka.h>
 
 #include <cjson/cJSON.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -179,6 +180,58 @@ static void proto_malformed_json_rejected(void **state)
     assert_false(conn.close_after_reply);
 }
 
+/* op_arg_int64 converted a number such as 1e300 to int64_t before it
+ * checked the range, which is undefined behavior (UBSan: "outside the
+ * range of representable values"). A query such as
+ * GET /api/v1/models/1/events?after=99999999999999999999 reached it. */
+static void proto_arg_int64_out_of_range_rejected(void **state)
+{
+    static const char *const rejected[] = {
+        "1e300", "-1e300", "9223372036854775807", "-9223372036854775809",
+        "9007199254740994", "1.5", "\"7\"", "true",
+    };
+    static const struct {
+        const char *text;
+        int64_t value;
+    } accepted[] = {
+        {"9007199254740992", 9007199254740992LL},
+        {"-9007199254740992", -9007199254740992LL},
+        {"0", 0},
+        {"-5", -5},
+        {"4.0", 4},
+    };
+    char text[128];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(rejected) / sizeof(rejected[0]); i++) {
+        struct op_call call = {0};
+        int64_t out = 42;
+        cJSON *args;
+
+        snprintf(text, sizeof(text), "{\"n\":%s}", rejected[i]);
+        args = cJSON_Parse(text);
+        assert_non_null(args);
+        call.args = args;
+        assert_int_equal(op_arg_int64(&call, "n", &out), -1);
+        assert_string_equal(call.code, "invalid_request");
+        assert_int_equal(out, 42);
+        cJSON_Delete(args);
+    }
+    for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+        struct op_call call = {0};
+        int64_t out = 42;
+        cJSON *args;
+
+        snprintf(text, sizeof(text), "{\"n\":%s}", accepted[i].text);
+        args = cJSON_Parse(text);
+        assert_non_null(args);
+        call.args = args;
+        assert_int_equal(op_arg_int64(&call, "n", &out), 0);
+        assert_int_equal(out, accepted[i].value);
+        cJSON_Delete(args);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -190,6 +243,7 @@ int main(void)
         cmocka_unit_test_setup(proto_unknown_op_named, setup),
         cmocka_unit_test_setup(proto_wrong_field_types_rejected, setup),
         cmocka_unit_test_setup(proto_malformed_json_rejected, setup),
+        cmocka_unit_test(proto_arg_int64_out_of_range_rejected),
     };
     return cmocka_run_group_tests_name("proto", tests, NULL, NULL);
 }
