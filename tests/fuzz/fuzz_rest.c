@@ -526,8 +526,10 @@ static int start_backend(void)
     struct error err = {0};
 
     config_defaults(&fx.be.config);
-    snprintf(fx.be.config.data_dir, sizeof(fx.be.config.data_dir), "%s",
+    if (strlen(fx.data) >= sizeof(fx.be.config.data_dir))
+        fail("the data folder %s is too long; set a shorter TMPDIR",
              fx.data);
+    memcpy(fx.be.config.data_dir, fx.data, strlen(fx.data) + 1);
     snprintf(fx.be.config.payment_provider,
              sizeof(fx.be.config.payment_provider), "test");
     fx.be.data_dir = fx.be.config.data_dir;
