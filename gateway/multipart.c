@@ -115,12 +115,12 @@ static const char *skip_space(const char *p)
     return p;
 }
 
-/* 1 when the media type at the start of value, up to ';', spaces or the
- * end, equals type, ignoring case. */
-static int media_type_is(const char *value, const char *type)
+int multipart_media_type_is(const char *value, const char *type)
 {
     size_t n = strlen(type);
 
+    if (value == NULL)
+        return 0;
     value = skip_space(value);
     if (strncasecmp(value, type, n) != 0)
         return 0;
@@ -239,8 +239,7 @@ static int boundary_check(const char *boundary, char *reason, size_t reason_len)
 
 int multipart_is_form_data(const char *content_type)
 {
-    return content_type != NULL &&
-           media_type_is(content_type, "multipart/form-data");
+    return multipart_media_type_is(content_type, "multipart/form-data");
 }
 
 int multipart_boundary(const char *content_type, char *out, size_t len,

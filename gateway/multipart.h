@@ -101,6 +101,10 @@ struct multipart;
 int multipart_boundary(const char *content_type, char *out, size_t len,
                        struct error *err);
 
+/* 1 when the media type of a Content-Type value, such as
+ * "application/zip; x=y", is type, ignoring case and parameters. */
+int multipart_media_type_is(const char *content_type, const char *type);
+
 /* 1 when the media type of a Content-Type value is multipart/form-data,
  * whatever its parameters. */
 int multipart_is_form_data(const char *content_type);

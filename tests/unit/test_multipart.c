@@ -261,6 +261,13 @@ static void media_type_checked(void **state)
     assert_false(multipart_is_form_data("multipart/mixed; boundary=x"));
     assert_false(multipart_is_form_data("application/zip"));
     assert_false(multipart_is_form_data(NULL));
+    assert_true(multipart_media_type_is("application/zip", "application/zip"));
+    assert_true(
+        multipart_media_type_is("Application/ZIP ; name=x", "application/zip"));
+    assert_false(
+        multipart_media_type_is("application/zipx", "application/zip"));
+    assert_false(multipart_media_type_is("application/zi", "application/zip"));
+    assert_false(multipart_media_type_is(NULL, "application/zip"));
 }
 
 static void preamble_and_epilogue(void **state)
