@@ -1085,7 +1085,7 @@ static void multipart_bad_forms_rejected(void **state)
 {
     static const struct {
         const char *case_name;
-        struct form_part parts[2];
+        struct form_part parts[3];
         size_t count;
         const char *message;
     } cases[] = {
@@ -1115,6 +1115,12 @@ static void multipart_bad_forms_rejected(void **state)
          {{"name", NULL, NULL, "bad", 3}, {"name", NULL, NULL, "bad", 3}},
          2,
          "two 'name' fields"},
+        {"task after file",
+         {{"name", NULL, NULL, "bad", 3},
+          {"file", "set.zip", "application/zip", "PK", 2},
+          {"task", NULL, NULL, "detect", 6}},
+         3,
+         "the form's 'task' field comes after its 'file' part"},
         {"long task",
          {{"name", NULL, NULL, "bad", 3},
           {"task", NULL, NULL, "detectdetectdetect", 18}},
