@@ -729,11 +729,21 @@ int multipart_finish(struct multipart *mp, struct error *err)
                               "LF; lines must end with CRLF"),
                     err);
     default:
-        return fail(mp,
-                    error_set(err, -EINVAL,
-                              "the body ended in part %d, before the closing "
-                              "boundary '--%s--'; send the whole body",
-                              mp->part.index, mp->delimiter + 4),
-                    err);
+        break;
     }
+    /* A body cut short: say where. */
+    char where[48];
+
+    if (mp->state == MP_HEADERS || mp->state == MP_DATA)
+        snprintf(where, sizeof(where), "in part %d", mp->parts);
+    else if (mp->parts > 0)
+        snprintf(where, sizeof(where), "after part %d", mp->parts);
+    else
+        snprintf(where, sizeof(where), "after its first boundary");
+    return fail(mp,
+                error_set(err, -EINVAL,
+                          "the body ended %s, before the closing boundary "
+                          "'--%s--'; send the whole body",
+                          where, mp->delimiter + 4),
+                err);
 }

@@ -597,7 +597,10 @@ static void malformed_bodies_rejected(void **state)
         {"ends in headers", "--B\r\n" CD "name=a\r\n",
          "the body ended in part 1, before the closing boundary"},
         {"ends after boundary", "--B\r\n" CD "name=a\r\n\r\n1\r\n--B",
-         "the body ended in part 1"},
+         "the body ended after part 1, before the closing boundary"},
+        {"ends after first boundary", "pre\r\n--B \r",
+         "the body ended after its first boundary, before the closing "
+         "boundary '--B--'"},
         {"ends in preamble", "no boundary here",
          "the body ended before its first boundary"},
         {"empty body", "", "the body ended before its first boundary"},
