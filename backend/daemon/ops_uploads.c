@@ -11,7 +11,9 @@
  * already written is acknowledged without writing it again, and a chunk
  * past the end (a gap) is rejected.
  *
- * upload_end checks the SHA-256 of the whole file, extracts it with
+ * upload_end checks that the file has the declared size, or the size
+ * that upload_end gives (at most the declared one, which was then an
+ * upper bound), and the SHA-256 of the whole file. It extracts it with
  * zipsafe_extract into DATA/datasets/<account>/<id>.partial, renames
  * that folder to DATA/datasets/<account>/<id> and scans it: an archive
  * with a data.yaml (at the top or in its one top folder) is a detection
@@ -575,7 +577,7 @@ static cJSON *op_upload_end(struct op_call *call)
     struct zipsafe_limits limits;
     struct error err = {0};
     const char *status = "invalid", *task = "classify";
-    int64_t upload, size, images = 0;
+    int64_t upload, declared, size, images = 0;
     cJSON *report, *result;
     struct stat st;
     int rc;
@@ -583,17 +585,33 @@ static cJSON *op_upload_end(struct op_call *call)
     if (need_account(call) != 0 || require_int64(call, "upload", &upload) ||
         require_string(call, "sha256", &sha))
         return NULL;
-    size = upload_size(call, upload);
-    if (size < 0)
+    declared = upload_size(call, upload);
+    if (declared < 0)
         return upload_not_found(call, upload);
+    /* A client that declared an upper bound at the begin, such as the
+     * Content-Length of a multipart body, gives the bytes it sent. */
+    size = declared;
+    rc = op_arg_int64(call, "size", &size);
+    if (rc < 0)
+        return NULL;
+    if (rc == 0 && (size <= 0 || size > declared))
+        return op_error(call, "invalid_request",
+                        "size %lld of upload %lld is out of range; it must "
+                        "be 1 to the %lld bytes declared at its begin",
+                        (long long)size, (long long)upload,
+                        (long long)declared);
     partial_zip_path(call, upload, zip_path, sizeof(zip_path));
-    if (stat(zip_path, &st) != 0 || (int64_t)st.st_size != size) {
-        long long got = stat(zip_path, &st) == 0 ? (long long)st.st_size : 0;
+    long long stored = stat(zip_path, &st) == 0 ? (long long)st.st_size : 0;
+    if (stored < size)
         return op_error(call, "invalid_request",
                         "upload %lld has %lld of its %lld bytes; send the "
                         "rest before ending it",
-                        (long long)upload, got, (long long)size);
-    }
+                        (long long)upload, stored, (long long)size);
+    if (stored > size)
+        return op_error(call, "invalid_request",
+                        "upload %lld has %lld bytes, more than its size of "
+                        "%lld; end it with the size of what was sent",
+                        (long long)upload, stored, (long long)size);
     if (file_sha256(zip_path, hex, &err) != 0) {
         log_error("upload end account=%lld dataset=%lld: %s",
                   (long long)call->account_id, (long long)upload, err.msg);

@@ -6,7 +6,11 @@
  * data.yaml with images/ and labels/) with and without a top folder and
  * with a data.yaml path that escapes, and hostile ones. They
  * post them as raw bodies and check the status, the error naming the bad
- * entry and the report. They also check that nothing is written outside
+ * entry and the report. Multipart/form-data uploads carry a valid set as
+ * the part named file, with the name and task as fields or in the query.
+ * Malformed forms, such as the name after the file, two files, a body cut
+ * short or an unknown field, must be rejected with the upload aborted.
+ * The tests also check that nothing is written outside
  * the data set's folder, that nothing of a rejected upload is kept, that
  * other accounts get not_found, and that a model trains on an uploaded
  * set.
@@ -810,6 +814,366 @@ static void other_account_gets_404(void **state)
     harness_http_free(&r);
 }
 
+/* ---- multipart/form-data ---------------------------------------------- */
+
+#define BOUNDARY "----trainyard-test-7MA4YWxkTrZu0gW"
+
+struct form_part {
+    const char *name;
+    const char *filename; /* NULL: no filename parameter */
+    const char *type;     /* NULL: no Content-Type header */
+    const char *data;
+    size_t len;
+};
+
+/* Build a multipart/form-data body of the parts with BOUNDARY, closed
+ * when closed is 1. Returns it (free it) with its length in *len. */
+static char *form_body(const struct form_part *parts, size_t count,
+                       int closed, size_t *len)
+{
+    size_t cap = 4096, used = 0;
+    char *body;
+
+    for (size_t i = 0; i < count; i++)
+        cap += parts[i].len + 512;
+    body = malloc(cap);
+    assert_non_null(body);
+    used += (size_t)snprintf(body, cap, "a preamble\r\n");
+    for (size_t i = 0; i < count; i++) {
+        used += (size_t)snprintf(body + used, cap - used,
+                                 "--" BOUNDARY "\r\n"
+                                 "Content-Disposition: form-data; "
+                                 "name=\"%s\"",
+                                 parts[i].name);
+        if (parts[i].filename != NULL)
+            used += (size_t)snprintf(body + used, cap - used,
+                                     "; filename=\"%s\"", parts[i].filename);
+        if (parts[i].type != NULL)
+            used += (size_t)snprintf(body + used, cap - used,
+                                     "\r\nContent-Type: %s", parts[i].type);
+        used += (size_t)snprintf(body + used, cap - used, "\r\n\r\n");
+        memcpy(body + used, parts[i].data, parts[i].len);
+        used += parts[i].len;
+        used += (size_t)snprintf(body + used, cap - used, "\r\n");
+    }
+    if (closed)
+        used += (size_t)snprintf(body + used, cap - used,
+                                 "--" BOUNDARY "--\r\n");
+    *len = used;
+    return body;
+}
+
+/* POST a form body as b to /api/v1/datasets + query, sending send_len of
+ * its bytes under a Content-Length of declared; extra headers may be "". */
+static void upload_form(struct browser *b, const char *query,
+                        const char *body, size_t send_len, long long declared,
+                        const char *extra, struct http_reply *r)
+{
+    char headers[1024], target[256];
+
+    snprintf(headers, sizeof(headers),
+             "Cookie: %s\r\n" AUTH_CSRF_HEADER ": %s\r\n"
+             "Content-Type: multipart/form-data; boundary=\"" BOUNDARY
+             "\"\r\n%s",
+             b->cookie, b->csrf, extra);
+    snprintf(target, sizeof(target), "/api/v1/datasets%s", query);
+    post_raw(target, headers, body, send_len, declared, r);
+}
+
+/* A valid classification archive (free it). */
+static char *valid_archive(const char *file, size_t *len)
+{
+    struct archive a;
+    char *data;
+
+    archive_open(&a, file);
+    add_classification_set(&a, "");
+    archive_close(&a, &data, len);
+    return data;
+}
+
+/* The number of data sets named name that are not deleted. */
+static int dataset_named(const char *name)
+{
+    char sql[256];
+
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM datasets WHERE name = '%s' AND status "
+             "!= 'deleted'",
+             name);
+    return (int)stack_database_int(w.s, sql);
+}
+
+static void multipart_upload_is_ready(void **state)
+{
+    struct http_reply r;
+    char *zip, *body, status[32], sql[256], path[PATH_MAX + 64];
+    size_t zip_len, len;
+
+    (void)state;
+    zip = valid_archive("form.zip", &zip_len);
+    const struct form_part parts[] = {
+        {"name", NULL, NULL, "form set", 8},
+        {"task", NULL, "text/plain", "classify", 8},
+        {"file", "form set.zip", "application/zip", zip, zip_len},
+    };
+    body = form_body(parts, 3, 1, &len);
+    free(zip);
+    upload_form(&w.user, "", body, len, (long long)len, "", &r);
+    free(body);
+    expect_status(&r, 201);
+    assert_string_equal(json_text(r.body, "status", NULL, status,
+                                  sizeof(status)),
+                        "ready");
+    assert_true(json_number(r.body, "images", NULL) ==
+                CLASSES * (PER_CLASS + 3));
+    int64_t id = (int64_t)json_number(r.body, "dataset", NULL);
+    assert_true(id > 0);
+    harness_http_free(&r);
+
+    snprintf(sql, sizeof(sql),
+             "SELECT count(*) FROM datasets WHERE id = %lld AND account_id = "
+             "%lld AND name = 'form set' AND task = 'classify' AND status = "
+             "'ready'",
+             (long long)id, (long long)w.user_id);
+    assert_int_equal(stack_database_int(w.s, sql), 1);
+    snprintf(path, sizeof(path), "%s/datasets/%lld/%lld/train/class2/9.png",
+             w.s->data, (long long)w.user_id, (long long)id);
+    assert_int_equal(access(path, F_OK), 0);
+    delete_dataset(id);
+    expect_nothing_kept(4);
+}
+
+/* The name in the query, the task as a field, a file part with neither
+ * filename nor Content-Type, and the client's checksum in
+ * X-Content-SHA256, which is of the archive, not of the body. */
+static void multipart_query_name_and_checksum(void **state)
+{
+    struct http_reply r;
+    unsigned char digest[crypto_hash_sha256_BYTES];
+    char *zip, *body, hex[65], header[128], task[16];
+    size_t zip_len, len;
+
+    (void)state;
+    zip = valid_archive("form-query.zip", &zip_len);
+    crypto_hash_sha256(digest, (const unsigned char *)zip, zip_len);
+    sodium_bin2hex(hex, sizeof(hex), digest, sizeof(digest));
+    const struct form_part parts[] = {
+        {"task", NULL, NULL, "classify", 8},
+        {"file", NULL, NULL, zip, zip_len},
+    };
+    body = form_body(parts, 2, 1, &len);
+    free(zip);
+    snprintf(header, sizeof(header), "X-Content-SHA256: %s\r\n", hex);
+    upload_form(&w.user, "?name=form-query", body, len, (long long)len,
+                header, &r);
+    expect_status(&r, 201);
+    assert_string_equal(json_text(r.body, "task", NULL, task, sizeof(task)),
+                        "classify");
+    int64_t id = (int64_t)json_number(r.body, "dataset", NULL);
+    harness_http_free(&r);
+    assert_int_equal(dataset_named("form-query"), 1);
+    delete_dataset(id);
+
+    /* A checksum of something else discards the upload. */
+    hex[0] = hex[0] == '0' ? '1' : '0';
+    snprintf(header, sizeof(header), "X-Content-SHA256: %s\r\n", hex);
+    upload_form(&w.user, "?name=form-wrong-sha", body, len, (long long)len,
+                header, &r);
+    free(body);
+    assert_error(&r, 400, "invalid_request");
+    assert_non_null(strstr(r.body, "SHA-256"));
+    harness_http_free(&r);
+    assert_int_equal(dataset_named("form-wrong-sha"), 0);
+    expect_nothing_kept(4);
+}
+
+static void multipart_name_after_file_rejected(void **state)
+{
+    struct http_reply r;
+    char *zip, *body;
+    size_t zip_len, len;
+
+    (void)state;
+    zip = valid_archive("form-late.zip", &zip_len);
+    const struct form_part parts[] = {
+        {"file", "set.zip", "application/zip", zip, zip_len},
+        {"name", NULL, NULL, "late", 4},
+    };
+    body = form_body(parts, 2, 1, &len);
+    free(zip);
+    upload_form(&w.user, "", body, len, (long long)len, "", &r);
+    free(body);
+    assert_error(&r, 400, "invalid_request");
+    assert_non_null(strstr(r.body, "put the name field first"));
+    assert_non_null(strstr(r.body, "query"));
+    harness_http_free(&r);
+    assert_int_equal(dataset_named("late"), 0);
+    expect_nothing_kept(4);
+}
+
+static void multipart_two_files_rejected(void **state)
+{
+    struct http_reply r;
+    char *zip, *body;
+    size_t zip_len, len;
+
+    (void)state;
+    zip = valid_archive("form-two.zip", &zip_len);
+    const struct form_part parts[] = {
+        {"name", NULL, NULL, "two", 3},
+        {"file", "a.zip", "application/zip", zip, zip_len},
+        {"file", "b.zip", "application/zip", zip, zip_len},
+    };
+    body = form_body(parts, 3, 1, &len);
+    free(zip);
+    upload_form(&w.user, "", body, len, (long long)len, "", &r);
+    free(body);
+    assert_error(&r, 400, "invalid_request");
+    assert_non_null(strstr(r.body, "two parts named 'file'"));
+    harness_http_free(&r);
+    /* The first file part began an upload, which was aborted. */
+    assert_int_equal(dataset_named("two"), 0);
+    expect_nothing_kept(4);
+}
+
+/* A body cut short in the file part, after chunks were stored, and one
+ * that has all its declared bytes but no closing boundary. */
+static void multipart_truncated_aborted(void **state)
+{
+    enum { RANDOM_BYTES = 700 * 1024 };
+    struct archive a;
+    struct http_reply r;
+    char *noise = malloc(RANDOM_BYTES), *zip, *body;
+    size_t zip_len, len;
+
+    (void)state;
+    assert_non_null(noise);
+    randombytes_buf(noise, RANDOM_BYTES);
+    archive_open(&a, "form-cut.zip");
+    add_classification_set(&a, "");
+    archive_add(&a, "notes/noise.bin", noise, RANDOM_BYTES);
+    free(noise);
+    archive_close(&a, &zip, &zip_len);
+    const struct form_part parts[] = {
+        {"name", NULL, NULL, "cut", 3},
+        {"file", "cut.zip", "application/zip", zip, zip_len},
+    };
+
+    body = form_body(parts, 2, 1, &len);
+    upload_form(&w.user, "", body, len - zip_len / 2, (long long)len, "",
+                &r);
+    free(body);
+    assert_error(&r, 400, "invalid_request");
+    assert_non_null(strstr(r.body, "the request body ended after"));
+    harness_http_free(&r);
+    assert_int_equal(dataset_named("cut"), 0);
+    expect_nothing_kept(4);
+
+    body = form_body(parts, 2, 0, &len);
+    free(zip);
+    upload_form(&w.user, "", body, len, (long long)len, "", &r);
+    free(body);
+    assert_error(&r, 400, "invalid_request");
+    assert_non_null(strstr(r.body, "before the closing boundary"));
+    harness_http_free(&r);
+    assert_int_equal(dataset_named("cut"), 0);
+    expect_nothing_kept(4);
+}
+
+static void multipart_bad_forms_rejected(void **state)
+{
+    static const struct {
+        const char *case_name;
+        struct form_part parts[3];
+        size_t count;
+        const char *message;
+    } cases[] = {
+        {"unknown field",
+         {{"name", NULL, NULL, "bad", 3}, {"colour", NULL, NULL, "red", 3}},
+         2,
+         "unknown form field 'colour'"},
+        {"no file part",
+         {{"name", NULL, NULL, "bad", 3}},
+         1,
+         "the form has no 'file' part"},
+        {"text file type",
+         {{"name", NULL, NULL, "bad", 3},
+          {"file", "set.zip", "text/plain", "PK", 2}},
+         2,
+         "Content-Type 'text/plain'"},
+        {"empty file",
+         {{"name", NULL, NULL, "bad", 3},
+          {"file", "set.zip", "application/octet-stream", "", 0}},
+         2,
+         "the form's 'file' part is empty"},
+        {"empty name",
+         {{"name", NULL, NULL, "", 0}, {"task", NULL, NULL, "detect", 6}},
+         2,
+         "the form's 'name' field is empty"},
+        {"two names",
+         {{"name", NULL, NULL, "bad", 3}, {"name", NULL, NULL, "bad", 3}},
+         2,
+         "two 'name' fields"},
+        {"task after file",
+         {{"name", NULL, NULL, "bad", 3},
+          {"file", "set.zip", "application/zip", "PK", 2},
+          {"task", NULL, NULL, "detect", 6}},
+         3,
+         "the form's 'task' field comes after its 'file' part"},
+        {"long task",
+         {{"name", NULL, NULL, "bad", 3},
+          {"task", NULL, NULL, "detectdetectdetect", 18}},
+         2,
+         "'task' field is too long"},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct http_reply r;
+        size_t len;
+        char *body = form_body(cases[i].parts, cases[i].count, 1, &len);
+
+        upload_form(&w.user, "", body, len, (long long)len, "", &r);
+        free(body);
+        if (r.status != 400 || strstr(r.body, cases[i].message) == NULL)
+            fail_msg("%s: expected 400 with '%s', got %d: %s",
+                     cases[i].case_name, cases[i].message, r.status, r.body);
+        assert_error(&r, 400, "invalid_request");
+        harness_http_free(&r);
+        assert_int_equal(dataset_named("bad"), 0);
+        expect_nothing_kept(4);
+    }
+}
+
+static void multipart_bad_boundary_rejected(void **state)
+{
+    struct http_reply r;
+    char headers[512];
+
+    (void)state;
+    snprintf(headers, sizeof(headers),
+             "Cookie: %s\r\n" AUTH_CSRF_HEADER ": %s\r\n"
+             "Content-Type: multipart/form-data\r\n",
+             w.user.cookie, w.user.csrf);
+    post_raw("/api/v1/datasets?name=bad", headers, "x", 1, 1, &r);
+    assert_error(&r, 400, "invalid_request");
+    assert_non_null(strstr(r.body, "no boundary parameter"));
+    harness_http_free(&r);
+
+    /* The name both in the query and as a field. */
+    const struct form_part parts[] = {{"name", NULL, NULL, "bad", 3}};
+    size_t len;
+    char *body = form_body(parts, 1, 1, &len);
+    upload_form(&w.user, "?name=bad", body, len, (long long)len, "", &r);
+    free(body);
+    assert_error(&r, 400, "invalid_request");
+    assert_non_null(strstr(r.body, "both a query parameter and a form "
+                                   "field"));
+    harness_http_free(&r);
+    expect_nothing_kept(4);
+}
+
 /* GET the model until its session reaches state. */
 static void wait_state(int64_t model, const char *state, int timeout_s)
 {
@@ -911,6 +1275,13 @@ int main(void)
         cmocka_unit_test(wrong_sha256_keeps_nothing),
         cmocka_unit_test(missing_csrf_gets_403),
         cmocka_unit_test(other_account_gets_404),
+        cmocka_unit_test(multipart_upload_is_ready),
+        cmocka_unit_test(multipart_query_name_and_checksum),
+        cmocka_unit_test(multipart_name_after_file_rejected),
+        cmocka_unit_test(multipart_two_files_rejected),
+        cmocka_unit_test(multipart_truncated_aborted),
+        cmocka_unit_test(multipart_bad_forms_rejected),
+        cmocka_unit_test(multipart_bad_boundary_rejected),
         cmocka_unit_test(uploaded_set_trains),
     };
 
