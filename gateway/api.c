@@ -205,6 +205,27 @@ int api_body_string(struct api_request *req, const char *name, int required,
     return 0;
 }
 
+int api_query_value(struct api_request *req, const char *name, char *out,
+                    size_t len)
+{
+    const char *query = req->info->query_string;
+    int got;
+
+    out[0] = '\0';
+    if (query == NULL)
+        return 1;
+    /* mg_get_var returns -1 for a missing parameter and -2 when the
+     * value does not fit. */
+    got = mg_get_var(query, strlen(query), name, out, len);
+    if (got == -2) {
+        api_send_error(req, "invalid_request",
+                       "query parameter '%s' is over %zu bytes", name,
+                       len - 1);
+        return -1;
+    }
+    return got < 0 ? 1 : 0;
+}
+
 static int content_type_is_json(const char *type)
 {
     static const char json[] = "application/json";

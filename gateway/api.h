@@ -89,6 +89,12 @@ void api_send_attachment_headers(struct api_request *req,
 int api_body_string(struct api_request *req, const char *name, int required,
                     const char **out);
 
+/* Read query parameter name into out (len bytes). Returns 0 when it is
+ * present, 1 when it is absent, or -1 after sending 400 for a value
+ * too long for out, which is not read as absent. */
+int api_query_value(struct api_request *req, const char *name, char *out,
+                    size_t len);
+
 /* Find the account of a session token (AUTH_METHOD_SESSION) or API key
  * in the credential cache, or else through the backend, and cache it.
  * Returns 0 with *who set. On failure, code is the error code to send

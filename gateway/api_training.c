@@ -75,29 +75,32 @@ void api_training_resume(struct api_request *req)
 /* GET .../events?after=N&limit=M: stored progress events after N. */
 void api_training_events(struct api_request *req)
 {
-    const char *query = req->info->query_string;
+    static const char *const names[] = {"after", "limit"};
+    static const char *const fields[] = {"after_seq", "limit"};
     cJSON *args = model_args(req);
     char value[32];
 
-    if (query != NULL) {
-        static const char *const names[] = {"after", "limit"};
-        static const char *const fields[] = {"after_seq", "limit"};
-        for (int i = 0; i < 2; i++) {
-            if (mg_get_var(query, strlen(query), names[i], value,
-                           sizeof(value)) < 0)
-                continue;
-            char *end;
-            long long v = strtoll(value, &end, 10);
-            if (*end != '\0' || v < 0) {
-                cJSON_Delete(args);
-                api_send_error(req, "invalid_request",
-                               "query parameter '%s' must be a whole "
-                               "number >= 0",
-                               names[i]);
-                return;
-            }
-            cJSON_AddNumberToObject(args, fields[i], (double)v);
+    for (int i = 0; i < 2; i++) {
+        int rc = api_query_value(req, names[i], value, sizeof(value));
+        char *end;
+        long long v;
+
+        if (rc < 0) {
+            cJSON_Delete(args);
+            return;
         }
+        if (rc > 0)
+            continue;
+        v = strtoll(value, &end, 10);
+        if (value[0] == '\0' || *end != '\0' || v < 0) {
+            cJSON_Delete(args);
+            api_send_error(req, "invalid_request",
+                           "query parameter '%s' must be a whole number "
+                           ">= 0",
+                           names[i]);
+            return;
+        }
+        cJSON_AddNumberToObject(args, fields[i], (double)v);
     }
     api_forward(req, "progress.after", args, 200);
 }

@@ -154,13 +154,12 @@ static void stream_weights(struct api_request *req, int64_t model,
  * and returns NULL for anything else. */
 static const char *query_which(struct api_request *req)
 {
-    const char *query = req->info->query_string;
-    char value[16] = "";
-    int n = -1;
+    char value[16];
+    int rc = api_query_value(req, "which", value, sizeof(value));
 
-    if (query != NULL)
-        n = mg_get_var(query, strlen(query), "which", value, sizeof(value));
-    if (n < 0 || strcmp(value, "best") == 0)
+    if (rc < 0)
+        return NULL;
+    if (rc > 0 || strcmp(value, "best") == 0)
         return "best";
     if (strcmp(value, "last") == 0)
         return "last";

@@ -302,6 +302,26 @@ static void progress_replays_in_order(void **state)
     harness_http_free(&r);
 }
 
+/* A value too long for the gateway's buffer was read as absent, so
+ * after=<40 digits> returned every event from the first. */
+static void long_after_is_rejected(void **state)
+{
+    static const char *const targets[] = {
+        "/api/v1/models/1/events?after=1234567890123456789012345678901234567890",
+        "/api/v1/models/1/events?after=0&limit="
+        "1234567890123456789012345678901234567890",
+        "/api/v1/models/1/events?after=",
+    };
+    struct http_reply r;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(targets) / sizeof(targets[0]); i++) {
+        call(&w.user, "GET", targets[i], NULL, &r);
+        assert_error(&r, 400, "invalid_request");
+        harness_http_free(&r);
+    }
+}
+
 static void other_accounts_model_not_found(void **state)
 {
     static const char *const gets[] = {
@@ -687,6 +707,7 @@ int main(void)
         cmocka_unit_test(start_needs_five_dollars),
         cmocka_unit_test(epochs_charged_once_each),
         cmocka_unit_test(progress_replays_in_order),
+        cmocka_unit_test(long_after_is_rejected),
         cmocka_unit_test(other_accounts_model_not_found),
         cmocka_unit_test(stop_then_resume),
         cmocka_unit_test(timed_price_quoted_exactly),

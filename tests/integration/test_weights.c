@@ -211,6 +211,23 @@ static void owner_downloads_weights(void **state)
     harness_http_free(&r);
 }
 
+/* A value too long for the gateway's buffer was read as absent, so it
+ * downloaded the best checkpoint. */
+static void long_which_is_rejected(void **state)
+{
+    char target[128];
+    struct http_reply r;
+
+    (void)state;
+    snprintf(target, sizeof(target),
+             "/api/v1/models/%lld/weights?which=lastlastlastlastlast",
+             (long long)w.model);
+    call(&w.user, "GET", target, NULL, &r);
+    assert_error(&r, 400, "invalid_request");
+    assert_non_null(strstr(r.body, "which"));
+    harness_http_free(&r);
+}
+
 static void other_account_gets_not_found(void **state)
 {
     char target[96];
@@ -331,6 +348,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(owner_downloads_weights),
+        cmocka_unit_test(long_which_is_rejected),
         cmocka_unit_test(other_account_gets_not_found),
         cmocka_unit_test(share_link_works_signed_out),
         cmocka_unit_test(share_rejects_bad_expiry),
