@@ -2,7 +2,8 @@
  * The live progress WebSocket, /api/v1/live, through the real backend,
  * gateway and train program on 127.0.0.1. The tests cover the handshake
  * checks (session cookie, Origin), message errors on a connection that
- * stays usable, fragments and the subscription limit. They also cover
+ * stays usable, numbers up to 2^53 sent back exactly, fragments and the
+ * subscription limit. They also cover
  * live events in seq order for several viewers with replay and resume, a
  * viewer that stops reading, the connection limit, and a backend restart
  * in the middle of a training.
@@ -807,6 +808,33 @@ static void bad_messages_keep_connection(void **state)
     wsclient_close(&ws);
 }
 
+/* Regression: cJSON prints whole numbers from 2^52 to 2^53 with 15
+ * significant digits, so the gateway sent model 2^53 - 1 as
+ * 9.00719925474099e+15 and the last_seq of a subscription after 2^53 as
+ * 9007199254740990. */
+static void large_numbers_sent_exactly(void **state)
+{
+    const int64_t top = 9007199254740992LL; /* 2^53 */
+    struct wsclient ws;
+    int64_t model;
+    cJSON *msg;
+
+    (void)state;
+    model = create_model(&fx.user);
+    open_viewer(&ws, &fx.user, 0);
+    subscribe(&ws, model, top);
+    msg = expect_type(&ws, "subscribed");
+    assert_int_equal(number_field(msg, "model"), model);
+    assert_int_equal(number_field(msg, "last_seq"), top);
+    cJSON_Delete(msg);
+
+    subscribe(&ws, top - 1, 0);
+    expect_error(&ws, "not_found", top - 1);
+    send_text(&ws, "{\"type\":\"unsubscribe\",\"model\":9007199254740991}");
+    expect_error(&ws, "not_found", top - 1);
+    wsclient_close(&ws);
+}
+
 static void subscription_limit_and_unsubscribe(void **state)
 {
     int64_t models[LIVE_SUBSCRIPTIONS_MAX + 1];
@@ -1108,6 +1136,7 @@ int main(void)
         cmocka_unit_test(handshake_needs_cookie_and_origin),
         cmocka_unit_test(live_socket_sets_nodelay),
         cmocka_unit_test(bad_messages_keep_connection),
+        cmocka_unit_test(large_numbers_sent_exactly),
         cmocka_unit_test(subscription_limit_and_unsubscribe),
         cmocka_unit_test(training_fans_out_in_order),
         cmocka_unit_test(slow_reader_closed_too_slow),
