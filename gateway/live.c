@@ -1577,6 +1577,27 @@ static int add_frame(struct viewer *v, int opcode, int fin, const char *data,
     return 1;
 }
 
+/* The status code of the reply to the browser's close frame: the
+ * browser's own code (RFC 6455, section 5.5.1), 1000 when the frame has
+ * none, and 1002 for a 1-byte payload or a code that no endpoint may
+ * send. Those are 1004 to 1006, 1015 and the codes under 3000 that
+ * neither RFC 6455 (section 7.4.1) nor IANA's WebSocket Close Code
+ * Number Registry defines, which is why 1016 to 2999 are rejected. */
+static int close_reply_code(const char *data, size_t len)
+{
+    int code;
+
+    if (len == 0)
+        return CLOSE_NORMAL;
+    if (len == 1)
+        return CLOSE_PROTOCOL_ERROR;
+    code = ((unsigned char)data[0] << 8) | (unsigned char)data[1];
+    if ((code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+        (code >= 3000 && code <= 4999))
+        return code;
+    return CLOSE_PROTOCOL_ERROR;
+}
+
 static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
                    void *cbdata)
 {
@@ -1594,16 +1615,11 @@ static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
 
     switch (opcode) {
     case MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE: {
-        /* Reply with the browser's status code (RFC 6455, section
-         * 5.5.1), unless it is one that must not be sent. */
-        int code = len >= 2
-                       ? ((unsigned char)data[0] << 8) | (unsigned char)data[1]
-                       : CLOSE_NORMAL;
-        if (code < 1000 || code > 4999 || (code >= 1004 && code <= 1006) ||
-            code == 1015)
-            code = CLOSE_NORMAL;
+        int code = close_reply_code(data, len);
+        const char *reason =
+            code == CLOSE_PROTOCOL_ERROR ? "invalid close frame" : "";
         pthread_mutex_lock(&live.lock);
-        close_viewer_locked(v, code, "");
+        close_viewer_locked(v, code, reason);
         pthread_mutex_unlock(&live.lock);
         return 0;
     }
