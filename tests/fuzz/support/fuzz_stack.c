@@ -474,9 +474,12 @@ static char *http_exchange(const char *request)
     for (;;) {
         struct pollfd pfd = {fd, POLLIN, 0};
         int64_t left = deadline - clock_monotonic_ms();
+        int ready = left > 0 ? poll(&pfd, 1, (int)left) : 0;
         ssize_t n;
 
-        if (left <= 0 || poll(&pfd, 1, (int)left) == 0)
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready == 0)
             fuzz_fail("no sign-in response within %d ms", START_TIMEOUT_MS);
         n = recv(fd, in + len, SIGNIN_RESPONSE_MAX - len, 0);
         if (n < 0 && errno == EINTR)
