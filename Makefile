@@ -94,6 +94,13 @@ FUZZ_REPLAY_BINS := $(patsubst tests/fuzz/%.c,$(ASAN)/fuzz-replay/%,\
 TEST_SUPPORT := $(wildcard tests/support/*.c)
 TEST_SUPPORT_OBJS := $(patsubst tests/support/%.c,$(ASAN)/tests-support/%.o,\
                        $(TEST_SUPPORT))
+# Code that fuzz targets share, and the tests' WebSocket client, in an
+# archive that every target links, as scripts/fuzz.sh builds them.
+FUZZ_SUPPORT_SRCS := $(wildcard tests/fuzz/support/*.c)
+FUZZ_SUPPORT_OBJS := $(patsubst tests/fuzz/support/%.c,\
+                       $(ASAN)/fuzz-support/%.o,$(FUZZ_SUPPORT_SRCS)) \
+                     $(ASAN)/tests-support/wsclient.o
+FUZZ_SUPPORT_LIB := $(ASAN)/libfuzz-support.a
 
 CUDA_SRCS := $(wildcard kernels/cuda/*.cu)
 CUDA_OBJS := $(patsubst %.cu,$(BUILD)/cuda/%.o,$(CUDA_SRCS))
@@ -236,12 +243,24 @@ $(ASAN)/tests/%: tests/integration/%.c $(TEST_SUPPORT_OBJS) $(ASAN_LIB)
 	$(Q)$(CC) $(CPPFLAGS) -Itests/support $(ASAN_CFLAGS) -MMD -MP $< \
 	    $(TEST_SUPPORT_OBJS) $(ASAN_LIB) $(LDLIBS) -lcmocka -o $@
 
-$(ASAN)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c $(ASAN_LIB)
+$(ASAN)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay.c \
+                       $(FUZZ_SUPPORT_LIB) $(ASAN_LIB)
 	$(call say,TEST-CC,$<)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CPPFLAGS) -Igateway $(ASAN_CFLAGS) \
-	    -DFUZZ_CORPUS='"$(CURDIR)/tests/fuzz/corpus/$*"' -MMD -MP $< \
-	    tests/fuzz/replay.c $(ASAN_LIB) $(LDLIBS) -lcmocka -o $@
+	$(Q)$(CC) $(CPPFLAGS) -Igateway -Itests/fuzz/support -Itests/support \
+	    $(ASAN_CFLAGS) -DFUZZ_CORPUS='"$(CURDIR)/tests/fuzz/corpus/$*"' \
+	    -MMD -MP $< tests/fuzz/replay.c $(FUZZ_SUPPORT_LIB) $(ASAN_LIB) \
+	    $(LDLIBS) -lcmocka -o $@
+
+$(ASAN)/fuzz-support/%.o: tests/fuzz/support/%.c
+	$(call say,CC-SAN,$<)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CPPFLAGS) -Igateway -Itests/support $(ASAN_CFLAGS) -MMD -MP \
+	    -c $< -o $@
+
+$(FUZZ_SUPPORT_LIB): $(FUZZ_SUPPORT_OBJS)
+	$(call say,AR,$@)
+	$(Q)rm -f $@ && ar rcs $@ $^
 
 $(ASAN)/tests-support/%.o: tests/support/%.c
 	$(call say,CC-SAN,$<)

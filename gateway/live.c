@@ -281,6 +281,18 @@ static struct live_text *text_from_json(const cJSON *json)
     return t;
 }
 
+/* Add name: value to obj as a JSON number with all its digits. cJSON
+ * 1.7.15 prints a number with 15 significant digits whenever they read
+ * back within a relative DBL_EPSILON of it, so some whole numbers from
+ * 2^52 to 2^53 came out up to 2 off: 2^53 as 9.00719925474099e+15. */
+static void add_whole(cJSON *obj, const char *name, int64_t value)
+{
+    char digits[24];
+
+    snprintf(digits, sizeof(digits), "%lld", (long long)value);
+    cJSON_AddRawToObject(obj, name, digits);
+}
+
 static struct live_text *text_ref(struct live_text *t)
 {
     atomic_fetch_add(&t->refs, 1);
@@ -304,7 +316,7 @@ static struct live_text *event_text(int64_t model, const cJSON *event)
     struct live_text *t;
 
     cJSON_AddStringToObject(out, "type", "event");
-    cJSON_AddNumberToObject(out, "model", (double)model);
+    add_whole(out, "model", model);
     for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(event, fields[i]);
         if (v != NULL)
@@ -603,7 +615,7 @@ static void send_error(struct viewer *v, int64_t model, const char *code,
     cJSON_AddStringToObject(json, "code", code);
     cJSON_AddStringToObject(json, "message", message);
     if (model > 0)
-        cJSON_AddNumberToObject(json, "model", (double)model);
+        add_whole(json, "model", model);
     send_json(v, json);
     cJSON_Delete(json);
 }
@@ -617,9 +629,9 @@ static void send_model_message_locked(struct viewer *v, const char *type,
     struct live_text *t;
 
     cJSON_AddStringToObject(json, "type", type);
-    cJSON_AddNumberToObject(json, "model", (double)model);
+    add_whole(json, "model", model);
     if (last_seq >= 0)
-        cJSON_AddNumberToObject(json, "last_seq", (double)last_seq);
+        add_whole(json, "last_seq", last_seq);
     t = text_from_json(json);
     cJSON_Delete(json);
     if (t != NULL)
@@ -914,8 +926,8 @@ static void replay(struct viewer *v, struct subscription *sub)
         const cJSON *events, *event;
         int more;
 
-        cJSON_AddNumberToObject(args, "model", (double)sub->model);
-        cJSON_AddNumberToObject(args, "after_seq", (double)after);
+        add_whole(args, "model", sub->model);
+        add_whole(args, "after_seq", after);
         cJSON_AddNumberToObject(args, "limit", LIVE_REPLAY_PAGE);
         response = call_backend(v, "progress.after", args, &err);
         if (response == NULL) {
@@ -1007,7 +1019,7 @@ static void subscribe(struct viewer *v, int64_t model, int64_t after)
 
     /* The backend returns not_found for another account's model too. */
     args = cJSON_CreateObject();
-    cJSON_AddNumberToObject(args, "model", (double)model);
+    add_whole(args, "model", model);
     response = call_backend(v, "models.get", args, &err);
     if (response == NULL) {
         send_error(v, model, "backend_unavailable", "%s", err.msg);
@@ -1565,6 +1577,27 @@ static int add_frame(struct viewer *v, int opcode, int fin, const char *data,
     return 1;
 }
 
+/* The status code of the reply to the browser's close frame: the
+ * browser's own code (RFC 6455, section 5.5.1), 1000 when the frame has
+ * none, and 1002 for a 1-byte payload or a code that no endpoint may
+ * send. Those are 1004 to 1006, 1015 and the codes under 3000 that
+ * neither RFC 6455 (section 7.4.1) nor IANA's WebSocket Close Code
+ * Number Registry defines, which is why 1016 to 2999 are rejected. */
+static int close_reply_code(const char *data, size_t len)
+{
+    int code;
+
+    if (len == 0)
+        return CLOSE_NORMAL;
+    if (len == 1)
+        return CLOSE_PROTOCOL_ERROR;
+    code = ((unsigned char)data[0] << 8) | (unsigned char)data[1];
+    if ((code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+        (code >= 3000 && code <= 4999))
+        return code;
+    return CLOSE_PROTOCOL_ERROR;
+}
+
 static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
                    void *cbdata)
 {
@@ -1582,16 +1615,11 @@ static int on_data(struct mg_connection *conn, int bits, char *data, size_t len,
 
     switch (opcode) {
     case MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE: {
-        /* Reply with the browser's status code (RFC 6455, section
-         * 5.5.1), unless it is one that must not be sent. */
-        int code = len >= 2
-                       ? ((unsigned char)data[0] << 8) | (unsigned char)data[1]
-                       : CLOSE_NORMAL;
-        if (code < 1000 || code > 4999 || (code >= 1004 && code <= 1006) ||
-            code == 1015)
-            code = CLOSE_NORMAL;
+        int code = close_reply_code(data, len);
+        const char *reason =
+            code == CLOSE_PROTOCOL_ERROR ? "invalid close frame" : "";
         pthread_mutex_lock(&live.lock);
-        close_viewer_locked(v, code, "");
+        close_viewer_locked(v, code, reason);
         pthread_mutex_unlock(&live.lock);
         return 0;
     }

@@ -117,6 +117,26 @@ done
 rm -f "$LIB"
 ar rcs "$LIB" "${objs[@]}"
 
+# Code that targets share (tests/fuzz/support/), and the WebSocket client
+# of the integration tests, in an archive of their own, so that a target
+# links only what it uses. They include the gateway's and the tests'
+# headers.
+SUPPORT_SRCS=(tests/fuzz/support/*.c tests/support/wsclient.c)
+SUPPORT_CPPFLAGS=("${CPPFLAGS[@]}" -Igateway -Itests/support)
+for src in "${SUPPORT_SRCS[@]}"; do
+    CPPFLAGS_STR="${SUPPORT_CPPFLAGS[*]}" bash -c \
+        'read -r -a CPPFLAGS <<<"$CPPFLAGS_STR"
+         read -r -a CFLAGS <<<"$CFLAGS_STR"
+         compile "$1"' _ "$src"
+done
+SUPPORT_LIB=$OUT/libfuzz-support.a
+objs=()
+for src in "${SUPPORT_SRCS[@]}"; do
+    objs+=("$OUT/obj/${src%.c}.o")
+done
+rm -f "$SUPPORT_LIB"
+ar rcs "$SUPPORT_LIB" "${objs[@]}"
+
 for t in "${TARGETS[@]}"; do
     src=tests/fuzz/$t.c
     if [[ ! -f $src ]]; then
@@ -124,9 +144,11 @@ for t in "${TARGETS[@]}"; do
         exit 2
     fi
     echo "  LINK    $OUT/bin/$t"
-    # -Igateway: the gateway's headers sit next to its sources.
-    "$CLANG" "${CPPFLAGS[@]}" -Igateway "${CFLAGS[@]}" -fsanitize=fuzzer \
-        "$src" "$LIB" "${LDLIBS[@]}" -o "$OUT/bin/$t"
+    # -Igateway: the gateway's headers sit next to its sources. The
+    # other two are the headers of the support archive.
+    "$CLANG" "${CPPFLAGS[@]}" -Igateway -Itests/fuzz/support \
+        -Itests/support "${CFLAGS[@]}" -fsanitize=fuzzer "$src" \
+        "$SUPPORT_LIB" "$LIB" "${LDLIBS[@]}" -o "$OUT/bin/$t"
 done
 
 if [[ ${FUZZ_BUILD_ONLY:-0} == 1 ]]; then

@@ -28,7 +28,8 @@
  * so the request line is always well-formed. A path that does not start
  * with '/' gets one. Without a LF the body is empty.
  *
- * Set-up, once per process: a data folder under $TMPDIR (default /tmp),
+ * Set-up, once per process, by the stack that fuzz targets share
+ * (support/fuzz_stack.c): a data folder under $TMPDIR (default /tmp),
  * removed at exit, with a database seeded through the backend's own
  * functions: an admin (account 1) and a user (account 2), both on the Pro
  * plan with $1000.00 of credit, and a third account (3) whose objects the
@@ -87,12 +88,9 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
-#include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -101,7 +99,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -111,15 +108,9 @@
 #include "auth.h"
 #include "clock.h"
 #include "daemon/auth_store.h"
-#include "daemon/backend.h"
-#include "daemon/ledger.h"
-#include "daemon/server.h"
-#include "fsutil.h"
-#include "http.h"
+#include "fuzz_stack.h"
 #include "live.h"
-#include "log.h"
 #include "routes.h"
-#include "upstream.h"
 
 /* Maximum wait for a whole response. libFuzzer's -timeout in
  * scripts/fuzz.sh is 25 s, so a hang is reported here first, with the
@@ -132,31 +123,6 @@
  * rejects request headers over its max_request_size (16 KiB by
  * default). */
 #define TARGET_MAX 4096
-/* How long set-up waits for a server to listen or connect. */
-#define START_TIMEOUT_MS 20000
-
-#define PASSWORD "fuzz-password-1234"
-#define ADMIN_EMAIL "admin@fuzz.example"
-#define USER_EMAIL "user@fuzz.example"
-#define OTHER_EMAIL "other@fuzz.example"
-
-/* Accounts and objects of the seeded database. */
-#define ADMIN_ID 1
-#define USER_ID 2
-#define OTHER_ID 3
-#define OTHER_DATASET_ID 3
-#define OTHER_MODEL_ID 4
-#define OTHER_KEY_ID 1
-#define SEEDED_MODELS "1, 2, 3, 4"
-
-/* Balances under BALANCE_LOW get BALANCE_CREDIT more after an input. */
-#define BALANCE_CREDIT (1000 * MICRO_PER_DOLLAR)
-#define BALANCE_LOW (100 * MICRO_PER_DOLLAR)
-
-/* Sizes of the seeded checkpoints: best fits one models.weights_chunk
- * (512 KiB), and last needs two, so downloads read a second chunk. */
-#define BEST_CKPT_BYTES 3000
-#define LAST_CKPT_BYTES (600 * 1024)
 
 enum credential {
     CRED_NONE,
@@ -166,25 +132,9 @@ enum credential {
     CRED_ADMIN,
 };
 
-/* A signed-in browser of the fixture. */
-struct browser {
-    int64_t account;
-    char token[AUTH_TOKEN_LEN + 1];
-    char csrf[AUTH_TOKEN_LEN + 1];
-};
-
+/* What fuzz_rest adds to the stack's seeded state: the user's API key
+ * and a share link of model 1, both made through the API. */
 static struct {
-    char dir[PATH_MAX];
-    char data[PATH_MAX + 8];
-    struct backend be;
-    pthread_t backend_thread;
-    int backend_started;
-    int gateway_started;
-    /* The target's own connection to the backend's database, for
-     * restoring the seeded accounts between inputs. */
-    struct store store;
-    int gateway_port;
-    struct browser user, admin;
     char user_key[AUTH_APIKEY_LEN + 1];
     int64_t user_key_id;
     char share_token[ROUTE_TOKEN_MAX + 1];
@@ -218,392 +168,23 @@ static const struct response *current_response;
 
 /* ---- Failures ------------------------------------------------------------ */
 
-static void print_excerpt(const char *label, const char *text, size_t len)
-{
-    size_t printed = len < 600 ? len : 600;
-
-    fprintf(stderr, "%s (%zu bytes): ", label, len);
-    for (size_t i = 0; i < printed; i++) {
-        unsigned char c = (unsigned char)text[i];
-        if (c == '\n' || (c >= 0x20 && c < 0x7f))
-            fputc(c, stderr);
-        else if (c != '\r')
-            fprintf(stderr, "\\x%02x", c);
-    }
-    fprintf(stderr, "%s\n", printed < len ? " ..." : "");
-}
-
-/* Report a failed check with the request and response, then abort, so
- * that libFuzzer saves the input. */
-static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void fail(const char *fmt, ...)
+/* The report hook of fuzz_stack: the request and response being checked,
+ * for fuzz_fail. */
+static void report_request(void)
 {
     const struct request *req = current_request;
     const struct response *resp = current_response;
-    va_list ap;
 
-    fprintf(stderr, "fuzz_rest: check failed: ");
-    va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
-    va_end(ap);
-    fputc('\n', stderr);
     if (req != NULL) {
         fprintf(stderr,
                 "request: credential %d, %s %s, Content-Type %s, "
                 "framing %d\n",
                 (int)req->cred, req->method, req->target,
                 req->content_type ? req->content_type : "(none)", req->framing);
-        print_excerpt("request body", req->body, req->body_len);
+        fuzz_print_excerpt("request body", req->body, req->body_len);
     }
     if (resp != NULL && resp->data != NULL)
-        print_excerpt("response", resp->data, resp->len);
-    abort();
-}
-
-/* ---- The data folder ----------------------------------------------------- */
-
-static int remove_entry(const char *path, const struct stat *st, int flag,
-                        struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void make_folder(void)
-{
-    const char *tmp = getenv("TMPDIR");
-
-    snprintf(fx.dir, sizeof(fx.dir), "%s/fuzz_rest.XXXXXX",
-             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-    if (mkdtemp(fx.dir) == NULL)
-        fail("cannot create a folder under $TMPDIR: %s", strerror(errno));
-    snprintf(fx.data, sizeof(fx.data), "%s/data", fx.dir);
-}
-
-/* Write a file of size bytes under the data folder, with parents. */
-static void write_file(const char *relative, size_t size)
-{
-    char path[PATH_MAX * 2], *slash;
-    struct error err = {0};
-    unsigned char *bytes = malloc(size);
-
-    if (bytes == NULL)
-        fail("out of memory for %s", relative);
-    for (size_t i = 0; i < size; i++)
-        bytes[i] = (unsigned char)(i * 7 + 3);
-    snprintf(path, sizeof(path), "%s/%s", fx.data, relative);
-    slash = strrchr(path, '/');
-    *slash = '\0';
-    if (fs_mkdir_p(path, 0700, &err) != 0)
-        fail("%s", err.msg);
-    *slash = '/';
-    if (fs_write_atomic(path, bytes, size, 0600, &err) != 0)
-        fail("%s", err.msg);
-    free(bytes);
-}
-
-/* ---- The backend --------------------------------------------------------- */
-
-/* The executor of the fuzzed backend: every start fails, so no input
- * starts a trainer. Sessions then fail as when train cannot run. The
- * other operations are never reached without a job. */
-static int executor_start_none(const struct executor *ex, char *const argv[],
-                               const char *cwd, const char *log_path,
-                               struct executor_job **job, struct error *err)
-{
-    (void)ex;
-    (void)argv;
-    (void)cwd;
-    (void)log_path;
-    *job = NULL;
-    return error_set(err, -EPERM, "the fuzz target starts no trainers");
-}
-
-static int executor_events_fd_none(const struct executor_job *job)
-{
-    (void)job;
-    return -1;
-}
-
-static int64_t executor_job_id_none(const struct executor_job *job)
-{
-    (void)job;
-    return 0;
-}
-
-static int executor_signal_none(struct executor_job *job, int sig,
-                                struct error *err)
-{
-    (void)job;
-    (void)sig;
-    return error_set(err, -ESRCH, "no such job");
-}
-
-static int executor_poll_none(struct executor_job *job,
-                              struct executor_status *status, struct error *err)
-{
-    (void)job;
-    (void)err;
-    status->state = EXECUTOR_EXITED;
-    status->code = 1;
-    return 0;
-}
-
-static void executor_close_none(struct executor_job *job)
-{
-    (void)job;
-}
-
-static int executor_kill_orphan_none(const struct executor *ex, int64_t job_id,
-                                     const char *program, struct error *err)
-{
-    (void)ex;
-    (void)job_id;
-    (void)program;
-    (void)err;
-    return 0;
-}
-
-static const struct executor executor_none = {
-    "none",
-    executor_start_none,
-    executor_events_fd_none,
-    executor_job_id_none,
-    executor_signal_none,
-    executor_poll_none,
-    executor_close_none,
-    executor_kill_orphan_none,
-    0,
-};
-
-/* The backend's tick: sessions_poll launches queued sessions, which fail
- * at once with executor_none. */
-static void backend_tick(struct backend *be)
-{
-    sessions_poll(be->sessions, clock_monotonic_ms());
-}
-
-static void *backend_main(void *arg)
-{
-    struct server_options *opt = arg;
-    struct error err = {0};
-
-    if (server_run(&fx.be, opt, &err) != 0)
-        fail("backend: %s", err.msg);
-    return NULL;
-}
-
-static void seed_sql(const char *sql)
-{
-    struct error err = {0};
-
-    if (store_exec(&fx.be.store, sql, &err) != 0)
-        fail("seeding the database: %s", err.msg);
-}
-
-static void seed_account(const char *email, const char *role, const char *plan,
-                         int64_t expected_id)
-{
-    char hash[AUTH_HASH_MAX];
-    struct auth_account made;
-    struct error err = {0};
-
-    if (auth_password_hash(PASSWORD, hash, &err) != 0 ||
-        auth_account_create(&fx.be.store, email, hash, role, plan, &made,
-                            &err) != 0)
-        fail("seeding account %s: %s", email, err.msg);
-    if (made.id != expected_id)
-        fail("account %s has id %lld, expected %lld", email, (long long)made.id,
-             (long long)expected_id);
-}
-
-static void credit(struct store *st, int64_t account)
-{
-    struct ledger_entry entry = {0};
-    struct error err = {0};
-    int64_t id;
-    int duplicate;
-
-    entry.account_id = account;
-    entry.kind = LEDGER_CREDIT;
-    entry.amount = BALANCE_CREDIT;
-    entry.description = "fuzz target credit";
-    if (ledger_append(st, &entry, &id, &duplicate, &err) != 0)
-        fail("crediting account %lld: %s", (long long)account, err.msg);
-}
-
-/* Accounts, data sets, models, sessions with checkpoints and a billed
- * epoch, as the file comment lists them. */
-static void seed(void)
-{
-    struct auth_apikey key;
-    struct ledger_entry charge = {0};
-    struct error err = {0};
-    int64_t id;
-    int duplicate;
-
-    seed_account(ADMIN_EMAIL, "admin", "pro", ADMIN_ID);
-    seed_account(USER_EMAIL, "user", "pro", USER_ID);
-    seed_account(OTHER_EMAIL, "user", "free", OTHER_ID);
-    credit(&fx.be.store, ADMIN_ID);
-    credit(&fx.be.store, USER_ID);
-    credit(&fx.be.store, OTHER_ID);
-    if (auth_apikey_create(&fx.be.store, OTHER_ID, "other", 0, &key, &err) != 0)
-        fail("seeding an API key: %s", err.msg);
-    if (key.id != OTHER_KEY_ID)
-        fail("account 3's API key has id %lld", (long long)key.id);
-
-    seed_sql("INSERT INTO datasets (id, account_id, name, task, path, "
-             "images, created_at) VALUES "
-             "(1, NULL, 'sample', 'classify', 'datasets/sample', 12, 0), "
-             "(2, NULL, 'scenes', 'detect', 'datasets/scenes', 8, 0), "
-             "(3, 3, 'other', 'classify', 'datasets/other', 4, 0);"
-             "INSERT INTO models (id, account_id, dataset_id, name, task, "
-             "architecture, args, created_at) VALUES "
-             "(1, 2, 1, 'trained', 'classify', 'yolov8n-cls.yaml', "
-             "'{\"imgsz\":32}', 0), "
-             "(2, 2, 1, 'fresh', 'classify', 'yolov8n-cls.yaml', '{}', 0), "
-             "(3, 1, 2, 'admin', 'detect', 'yolov8n.yaml', '{}', 0), "
-             "(4, 3, 3, 'other', 'classify', 'yolov8n-cls.yaml', '{}', 0);"
-             "INSERT INTO sessions (id, model_id, account_id, "
-             "instance_type_id, mode, state, epochs, epochs_done, rate, "
-             "run_dir, created_at, updated_at) VALUES "
-             "(1, 1, 2, 1, 'epochs', 'completed', 1, 1, 500000, "
-             "'runs/model-1/session-1', 0, 0), "
-             "(2, 4, 3, 1, 'epochs', 'completed', 1, 1, 500000, "
-             "'runs/model-4/session-2', 0, 0);"
-             "INSERT INTO epochs (session_id, epoch, seconds, cost, "
-             "metrics, created_at) VALUES "
-             "(1, 1, 36.0, 5000, '{\"top1\":0.5}', 0);");
-    write_file("runs/model-1/session-1/weights/best.ckpt", BEST_CKPT_BYTES);
-    write_file("runs/model-1/session-1/weights/last.ckpt", LAST_CKPT_BYTES);
-    write_file("runs/model-4/session-2/weights/best.ckpt", BEST_CKPT_BYTES);
-
-    charge.account_id = USER_ID;
-    charge.kind = LEDGER_CHARGE;
-    charge.amount = -5000;
-    charge.idempotency_key = "epoch:1:1";
-    charge.session_id = 1;
-    charge.model_id = 1;
-    charge.epoch = 1;
-    charge.rate = 500000;
-    charge.seconds = 36.0;
-    charge.description = "epoch 1";
-    if (ledger_append(&fx.be.store, &charge, &id, &duplicate, &err) != 0)
-        fail("seeding a charge: %s", err.msg);
-}
-
-/* Wait for a server's port file; returns the port. */
-static int wait_port(const char *path)
-{
-    int64_t deadline = clock_monotonic_ms() + START_TIMEOUT_MS;
-
-    while (clock_monotonic_ms() < deadline) {
-        FILE *f = fopen(path, "r");
-        int port = 0;
-
-        if (f != NULL) {
-            int n = fscanf(f, "%d", &port);
-            fclose(f);
-            if (n == 1 && port > 0)
-                return port;
-        }
-        usleep(10000);
-    }
-    fail("no port in %s after %d ms", path, START_TIMEOUT_MS);
-    return -1;
-}
-
-/* Open, seed and start the backend; returns its port. */
-static int start_backend(void)
-{
-    static struct server_options opt;
-    static char port_file[PATH_MAX + 16];
-    struct error err = {0};
-
-    config_defaults(&fx.be.config);
-    if (strlen(fx.data) >= sizeof(fx.be.config.data_dir))
-        fail("the data folder %s is too long; set a shorter TMPDIR",
-             fx.data);
-    memcpy(fx.be.config.data_dir, fx.data, strlen(fx.data) + 1);
-    snprintf(fx.be.config.payment_provider,
-             sizeof(fx.be.config.payment_provider), "test");
-    fx.be.data_dir = fx.be.config.data_dir;
-    fx.be.started_ms = clock_monotonic_ms();
-    if (backend_open(&fx.be, &err) != 0)
-        fail("backend: %s", err.msg);
-    seed();
-    fx.be.executor = executor_none;
-    if (backend_open_sessions(&fx.be, &err) != 0)
-        fail("backend: %s", err.msg);
-    fx.be.on_tick = backend_tick;
-
-    snprintf(port_file, sizeof(port_file), "%s/backend.port", fx.dir);
-    opt.host = "127.0.0.1";
-    opt.port = 0;
-    opt.unix_socket = NULL;
-    opt.port_file = port_file;
-    if (pthread_create(&fx.backend_thread, NULL, backend_main, &opt) != 0)
-        fail("cannot start the backend thread");
-    fx.backend_started = 1;
-    return wait_port(port_file);
-}
-
-static void start_gateway(int backend_port)
-{
-    static char ui[PATH_MAX + 8], port_file[PATH_MAX + 16];
-    struct live_options lopt = {1, LIVE_PING_INTERVAL_DEFAULT_S};
-    struct upstream_options uopt = {"127.0.0.1", backend_port, fx.be.secret};
-    struct http_options hopt;
-    struct error err = {0};
-    int64_t deadline;
-
-    snprintf(ui, sizeof(ui), "%s/ui", fx.dir);
-    if (mkdir(ui, 0700) != 0)
-        fail("cannot create %s: %s", ui, strerror(errno));
-    snprintf(port_file, sizeof(port_file), "%s/gateway.port", fx.dir);
-    memset(&hopt, 0, sizeof(hopt));
-    hopt.host = "127.0.0.1";
-    hopt.port = 0;
-    hopt.ui_dir = ui;
-    hopt.port_file = port_file;
-
-    /* One live WebSocket: inputs never open one, and each allowed
-     * connection costs civetweb a worker thread. */
-    live_configure(&lopt);
-    if (upstream_start(&uopt, &err) != 0)
-        fail("gateway: %s", err.msg);
-    deadline = clock_monotonic_ms() + START_TIMEOUT_MS;
-    while (!upstream_ready()) {
-        if (clock_monotonic_ms() > deadline)
-            fail("the gateway did not connect to the backend in %d ms",
-                 START_TIMEOUT_MS);
-        usleep(10000);
-    }
-    if (http_start(&hopt, &err) != 0)
-        fail("gateway: %s", err.msg);
-    fx.gateway_started = 1;
-    fx.gateway_port = wait_port(port_file);
-}
-
-static void stop_all(void)
-{
-    if (fx.gateway_started) {
-        http_stop();
-        upstream_stop();
-    }
-    if (fx.backend_started) {
-        server_request_stop();
-        pthread_join(fx.backend_thread, NULL);
-        backend_close(&fx.be);
-    }
-    store_close(&fx.store);
-    if (fx.dir[0] != '\0')
-        nftw(fx.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        fuzz_print_excerpt("response", resp->data, resp->len);
 }
 
 /* ---- HTTP ---------------------------------------------------------------- */
@@ -646,7 +227,7 @@ static void buffer_add(struct buffer *b, const void *data, size_t len)
         size_t cap = (b->len + len + 1) * 2;
         char *grown = realloc(b->data, cap);
         if (grown == NULL)
-            fail("out of memory for %zu bytes", cap);
+            fuzz_fail("out of memory for %zu bytes", cap);
         b->data = grown;
         b->cap = cap;
     }
@@ -668,7 +249,7 @@ static void buffer_printf(struct buffer *b, const char *fmt, ...)
     n = vsnprintf(text, sizeof(text), fmt, ap);
     va_end(ap);
     if (n < 0 || (size_t)n >= sizeof(text))
-        fail("request header line over %zu bytes", sizeof(text));
+        fuzz_fail("request header line over %zu bytes", sizeof(text));
     buffer_add(b, text, (size_t)n);
 }
 
@@ -676,7 +257,8 @@ static void buffer_printf(struct buffer *b, const char *fmt, ...)
  * type and framing, and the body. */
 static void build_request(const struct request *req, struct buffer *out)
 {
-    const struct browser *b = req->cred == CRED_ADMIN ? &fx.admin : &fx.user;
+    const struct fuzz_browser *b =
+        req->cred == CRED_ADMIN ? &fuzz_stack.admin : &fuzz_stack.user;
     size_t half = req->body_len / 2;
 
     buffer_printf(out, "%s ", req->method);
@@ -684,7 +266,7 @@ static void build_request(const struct request *req, struct buffer *out)
     buffer_printf(out,
                   " HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
                   "Connection: close\r\n",
-                  fx.gateway_port);
+                  fuzz_stack.gateway_port);
     if (req->cred == CRED_USER || req->cred == CRED_USER_NO_CSRF ||
         req->cred == CRED_ADMIN)
         buffer_printf(out, "Cookie: " AUTH_COOKIE_NAME "=%s\r\n", b->token);
@@ -737,14 +319,14 @@ static void exchange(const struct buffer *text, struct response *resp)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
     if (fd < 0)
-        fail("socket: %s", strerror(errno));
+        fuzz_fail("socket: %s", strerror(errno));
     memset(&addr, 0, sizeof(addr));
     addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)fx.gateway_port);
+    addr.sin_port = htons((uint16_t)fuzz_stack.gateway_port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
-        fail("cannot connect to the gateway: %s", strerror(errno));
+        fuzz_fail("cannot connect to the gateway: %s", strerror(errno));
 
     /* The gateway may respond and close before it reads the whole body,
      * as it does for a declared length over its limit, so a reset while
@@ -754,8 +336,8 @@ static void exchange(const struct buffer *text, struct response *resp)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            fail("sending the request timed out after %d ms",
-                 RESPONSE_TIMEOUT_MS);
+            fuzz_fail("sending the request timed out after %d ms",
+                      RESPONSE_TIMEOUT_MS);
         if (n < 0)
             break;
         sent += (size_t)n;
@@ -773,7 +355,7 @@ static void exchange(const struct buffer *text, struct response *resp)
         if (left <= 0 || poll(&pfd, 1, (int)left) == 0) {
             resp->data = in.data;
             resp->len = in.len;
-            fail("no complete response within %d ms", RESPONSE_TIMEOUT_MS);
+            fuzz_fail("no complete response within %d ms", RESPONSE_TIMEOUT_MS);
         }
         n = recv(fd, chunk, sizeof(chunk), 0);
         if (n < 0 && errno == EINTR)
@@ -782,7 +364,7 @@ static void exchange(const struct buffer *text, struct response *resp)
             break; /* end, or a reset: parse_response judges the rest */
         buffer_add(&in, chunk, (size_t)n);
         if (in.len > RESPONSE_MAX)
-            fail("response over %d bytes", RESPONSE_MAX);
+            fuzz_fail("response over %d bytes", RESPONSE_MAX);
     }
     close(fd);
     resp->data = in.data;
@@ -839,7 +421,7 @@ static void check_head(struct response *resp)
     if (resp->head_len < 16 || memcmp(d, "HTTP/1.1 ", 9) != 0 || d[9] < '1' ||
         d[9] > '5' || d[10] < '0' || d[10] > '9' || d[11] < '0' ||
         d[11] > '9' || d[12] != ' ')
-        fail("the status line is not 'HTTP/1.1 NNN reason'");
+        fuzz_fail("the status line is not 'HTTP/1.1 NNN reason'");
     resp->status = (d[9] - '0') * 100 + (d[10] - '0') * 10 + (d[11] - '0');
     for (line = d; line < end;) {
         const char *eol = find_crlf(line, end);
@@ -847,12 +429,12 @@ static void check_head(struct response *resp)
 
         for (const char *c = line; c < eol; c++)
             if (*c == '\r' || *c == '\n' || *c == '\0')
-                fail("a response header line holds a CR, LF or NUL byte");
+                fuzz_fail("a response header line holds a CR, LF or NUL byte");
         if (line != d) {
             while (colon < eol && is_token_char((unsigned char)*colon))
                 colon++;
             if (colon == line || colon == eol || *colon != ':')
-                fail("a response header line is not 'Name: value'");
+                fuzz_fail("a response header line is not 'Name: value'");
         }
         line = eol + 2;
     }
@@ -871,17 +453,17 @@ static void decode_chunked(struct response *resp, const char *p,
         const char *eol = after;
 
         if (after == p)
-            fail("a response chunk has no size");
+            fuzz_fail("a response chunk has no size");
         while (eol + 1 < end && !(eol[0] == '\r' && eol[1] == '\n'))
             eol++;
         if (eol + 1 >= end)
-            fail("a response chunk size line does not end");
+            fuzz_fail("a response chunk size line does not end");
         p = eol + 2;
         if (size == 0)
             break;
         if ((size_t)(end - p) < size + 2 || p[size] != '\r' ||
             p[size + 1] != '\n')
-            fail("a response chunk is shorter than its size");
+            fuzz_fail("a response chunk is shorter than its size");
         buffer_add(&out, p, size);
         p += size + 2;
     }
@@ -889,12 +471,12 @@ static void decode_chunked(struct response *resp, const char *p,
     while (p + 1 < end && !(p[0] == '\r' && p[1] == '\n')) {
         const char *eol = find_crlf(p, end);
         if (eol == end)
-            fail("the chunked response's trailer does not end");
+            fuzz_fail("the chunked response's trailer does not end");
         p = eol + 2;
     }
     if (p + 2 != end)
-        fail("%zd bytes follow the chunked response body",
-             (ssize_t)(end - p - 2));
+        fuzz_fail("%zd bytes follow the chunked response body",
+                  (ssize_t)(end - p - 2));
     resp->decoded = out.data;
     resp->body = out.data;
     resp->body_len = out.len;
@@ -910,10 +492,10 @@ static void parse_response(const struct request *req, struct response *resp)
     size_t rest_len;
 
     if (resp->len == 0)
-        fail("the gateway closed the connection without a response");
+        fuzz_fail("the gateway closed the connection without a response");
     blank = memmem(resp->data, resp->len, "\r\n\r\n", 4);
     if (blank == NULL)
-        fail("the response headers do not end with an empty line");
+        fuzz_fail("the response headers do not end with an empty line");
     resp->head_len = (size_t)(blank - resp->data) + 4;
     check_head(resp);
 
@@ -922,19 +504,19 @@ static void parse_response(const struct request *req, struct response *resp)
     has_length = header_get(resp, "Content-Length", length, sizeof(length));
     chunked = header_get(resp, "Transfer-Encoding", encoding, sizeof(encoding));
     if (has_length && chunked)
-        fail("the response has both Content-Length and Transfer-Encoding");
+        fuzz_fail("the response has both Content-Length and Transfer-Encoding");
     if (strcmp(req->method, "HEAD") == 0 || resp->status == 204 ||
         resp->status == 304 || resp->status < 200) {
         if (rest_len != 0)
-            fail("a %d response to %s has a %zu-byte body", resp->status,
-                 req->method, rest_len);
+            fuzz_fail("a %d response to %s has a %zu-byte body", resp->status,
+                      req->method, rest_len);
         resp->body = rest;
         resp->body_len = 0;
         return;
     }
     if (chunked) {
         if (strcasecmp(encoding, "chunked") != 0)
-            fail("unknown Transfer-Encoding '%s'", encoding);
+            fuzz_fail("unknown Transfer-Encoding '%s'", encoding);
         decode_chunked(resp, rest, rest + rest_len);
         return;
     }
@@ -942,10 +524,10 @@ static void parse_response(const struct request *req, struct response *resp)
         char *end;
         unsigned long long n = strtoull(length, &end, 10);
         if (length[0] < '0' || length[0] > '9' || *end != '\0')
-            fail("invalid Content-Length '%s'", length);
+            fuzz_fail("invalid Content-Length '%s'", length);
         if (n != rest_len)
-            fail("Content-Length is %llu but the body has %zu bytes", n,
-                 rest_len);
+            fuzz_fail("Content-Length is %llu but the body has %zu bytes", n,
+                      rest_len);
     }
     resp->body = rest;
     resp->body_len = rest_len;
@@ -978,27 +560,28 @@ static void check_api_response(const struct request *req,
 
     if (status != 204 &&
         !header_get(resp, "Content-Length", value, sizeof(value)))
-        fail("an API response with status %d has no Content-Length", status);
+        fuzz_fail("an API response with status %d has no Content-Length",
+                  status);
     if (status == 204)
         return;
     if (status_is_success(status) &&
         header_get(resp, "Content-Disposition", value, sizeof(value))) {
         if (strncmp(value, "attachment;", 11) != 0)
-            fail("Content-Disposition '%s' is not an attachment", value);
+            fuzz_fail("Content-Disposition '%s' is not an attachment", value);
         return;
     }
     if (!status_is_success(status) && (status < 400 || status > 599))
-        fail("an API response has status %d", status);
+        fuzz_fail("an API response has status %d", status);
     if (!content_type_is_json(resp))
-        fail("an API response with status %d is not JSON", status);
+        fuzz_fail("an API response with status %d is not JSON", status);
     if (status == 405 && !header_get(resp, "Allow", value, sizeof(value)))
-        fail("a 405 response has no Allow header");
+        fuzz_fail("a 405 response has no Allow header");
     if (head)
         return; /* a HEAD response has no body to read */
 
     body = cJSON_ParseWithLength(resp->body, resp->body_len);
     if (body == NULL)
-        fail("an API response body is not JSON");
+        fuzz_fail("an API response body is not JSON");
     if (status_is_success(status)) {
         cJSON_Delete(body);
         return;
@@ -1008,19 +591,19 @@ static void check_api_response(const struct request *req,
     message = cJSON_GetObjectItemCaseSensitive(error, "message");
     if (!cJSON_IsObject(body) || !cJSON_IsString(code) ||
         !cJSON_IsString(message))
-        fail("an error response is not {\"error\": {\"code\", "
-             "\"message\"}}");
+        fuzz_fail("an error response is not {\"error\": {\"code\", "
+                  "\"message\"}}");
     expected = api_status_for_code(code->valuestring);
     if (expected == 500 && strcmp(code->valuestring, "internal") != 0)
-        fail("error code '%s' is not in the gateway's error table",
-             code->valuestring);
+        fuzz_fail("error code '%s' is not in the gateway's error table",
+                  code->valuestring);
     if (expected != status)
-        fail("status %d with error code '%s', whose status is %d", status,
-             code->valuestring, expected);
+        fuzz_fail("status %d with error code '%s', whose status is %d", status,
+                  code->valuestring, expected);
     /* The backend runs in this process and stays up, so a 503 is a
      * lost or stalled backend connection; see the file comment on 500. */
     if (status == 500 || status == 503)
-        fail("%d %s: %s", status, code->valuestring, message->valuestring);
+        fuzz_fail("%d %s: %s", status, code->valuestring, message->valuestring);
     cJSON_Delete(body);
 }
 
@@ -1054,7 +637,7 @@ static void expect_status(const struct response *resp, int status,
                           const char *why)
 {
     if (resp->status != status)
-        fail("status %d, expected %d: %s", resp->status, status, why);
+        fuzz_fail("status %d, expected %d: %s", resp->status, status, why);
 }
 
 static int route_is(const struct route *r, const char *prefix)
@@ -1092,7 +675,7 @@ static void check_route(const struct request *req, const char *path,
         return;
     }
     if (resp->status == 401)
-        fail("a seeded credential was rejected");
+        fuzz_fail("a seeded credential was rejected");
     if (r->auth == ROUTE_ADMIN && req->cred != CRED_ADMIN) {
         expect_status(resp, 403,
                       "an admin route with the user's "
@@ -1105,11 +688,11 @@ static void check_route(const struct request *req, const char *path,
     }
     if (!status_is_success(resp->status) || r->auth != ROUTE_USER)
         return;
-    if ((route_is(r, "/api/v1/models/{id}") && id == OTHER_MODEL_ID) ||
-        (route_is(r, "/api/v1/datasets/{id}") && id == OTHER_DATASET_ID) ||
-        (route_is(r, "/api/v1/apikeys/{id}") && id == OTHER_KEY_ID))
-        fail("%s %s succeeded on an object of account %d", req->method,
-             r->pattern, OTHER_ID);
+    if ((route_is(r, "/api/v1/models/{id}") && id == FUZZ_OTHER_MODEL_ID) ||
+        (route_is(r, "/api/v1/datasets/{id}") && id == FUZZ_OTHER_DATASET_ID) ||
+        (route_is(r, "/api/v1/apikeys/{id}") && id == FUZZ_OTHER_KEY_ID))
+        fuzz_fail("%s %s succeeded on an object of account %d", req->method,
+                  r->pattern, FUZZ_OTHER_ID);
 }
 
 /* Fail when the response contains a seeded session token or API key that
@@ -1118,7 +701,8 @@ static void check_route(const struct request *req, const char *path,
 static void check_secrets(const struct request *req,
                           const struct response *resp)
 {
-    const char *secrets[] = {fx.user.token, fx.admin.token, fx.user_key};
+    const char *secrets[] = {fuzz_stack.user.token, fuzz_stack.admin.token,
+                             fx.user_key};
 
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++) {
         size_t len = strlen(secrets[i]);
@@ -1127,7 +711,7 @@ static void check_secrets(const struct request *req,
             memmem(req->body, req->body_len, secrets[i], len) != NULL)
             continue;
         if (memmem(resp->data, resp->len, secrets[i], len) != NULL)
-            fail("the response contains a seeded credential");
+            fuzz_fail("the response contains a seeded credential");
     }
 }
 
@@ -1150,7 +734,7 @@ static void run_request(const struct request *req, struct response *resp)
         fprintf(stderr, "fuzz_rest: credential %d %s %s -> %d\n",
                 (int)req->cred, req->method, req->target, resp->status);
         if (resp->status >= 400)
-            print_excerpt("response body", resp->body, resp->body_len);
+            fuzz_print_excerpt("response body", resp->body, resp->body_len);
     }
     check_secrets(req, resp);
 
@@ -1160,7 +744,7 @@ static void run_request(const struct request *req, struct response *resp)
              strcmp(cache, "no-store") == 0;
     plain = plain_path(req->target, path, sizeof(path));
     if (plain && !is_api)
-        fail("a request to %s was not answered by the API", path);
+        fuzz_fail("a request to %s was not answered by the API", path);
     if (is_api)
         check_api_response(req, resp);
     if (plain)
@@ -1188,11 +772,11 @@ static cJSON *setup_request(enum credential cred, const char *method,
 
     run_request(&req, resp);
     if (resp->status != status)
-        fail("set-up request %s %s got status %d, expected %d", method, target,
-             resp->status, status);
+        fuzz_fail("set-up request %s %s got status %d, expected %d", method,
+                  target, resp->status, status);
     json = cJSON_ParseWithLength(resp->body, resp->body_len);
     if (json == NULL)
-        fail("set-up request %s %s got no JSON body", method, target);
+        fuzz_fail("set-up request %s %s got no JSON body", method, target);
     return json;
 }
 
@@ -1203,33 +787,9 @@ static void copy_string(const cJSON *json, const char *name, char *out,
         cJSON_GetStringValue(cJSON_GetObjectItemCaseSensitive(json, name));
 
     if (text == NULL || strlen(text) >= len)
-        fail("set-up response has no string '%s' of under %zu bytes", name,
-             len);
+        fuzz_fail("set-up response has no string '%s' of under %zu bytes", name,
+                  len);
     memcpy(out, text, strlen(text) + 1);
-}
-
-/* Sign in through the API and keep the session cookie and CSRF token. */
-static void signin(struct browser *b, const char *email, int64_t account)
-{
-    struct response resp = {0};
-    char body[256], cookie[512];
-    cJSON *json;
-    size_t name_len = strlen(AUTH_COOKIE_NAME "=");
-
-    snprintf(body, sizeof(body), "{\"email\":\"%s\",\"password\":\"%s\"}",
-             email, PASSWORD);
-    json = setup_request(CRED_NONE, "POST", "/api/v1/auth/signin", body, 200,
-                         &resp);
-    if (!header_get(&resp, "Set-Cookie", cookie, sizeof(cookie)) ||
-        strncmp(cookie, AUTH_COOKIE_NAME "=", name_len) != 0 ||
-        strcspn(cookie + name_len, ";") != AUTH_TOKEN_LEN)
-        fail("sign-in set no session cookie");
-    memcpy(b->token, cookie + name_len, AUTH_TOKEN_LEN);
-    b->token[AUTH_TOKEN_LEN] = '\0';
-    copy_string(json, "csrf", b->csrf, sizeof(b->csrf));
-    b->account = account;
-    cJSON_Delete(json);
-    response_free(&resp);
 }
 
 static void setup_credentials(void)
@@ -1238,9 +798,6 @@ static void setup_credentials(void)
     struct response resp = {0};
     char url[sizeof(share_prefix) + ROUTE_TOKEN_MAX];
     cJSON *json;
-
-    signin(&fx.user, USER_EMAIL, USER_ID);
-    signin(&fx.admin, ADMIN_EMAIL, ADMIN_ID);
 
     json = setup_request(CRED_USER, "POST", "/api/v1/apikeys",
                          "{\"name\":\"fuzz\"}", 201, &resp);
@@ -1255,7 +812,7 @@ static void setup_credentials(void)
                          &resp);
     copy_string(json, "url", url, sizeof(url));
     if (strncmp(url, share_prefix, sizeof(share_prefix) - 1) != 0)
-        fail("share link '%s' is not under %s", url, share_prefix);
+        fuzz_fail("share link '%s' is not under %s", url, share_prefix);
     snprintf(fx.share_token, sizeof(fx.share_token), "%s",
              url + sizeof(share_prefix) - 1);
     cJSON_Delete(json);
@@ -1264,21 +821,6 @@ static void setup_credentials(void)
 
 /* ---- Restoring the seeded accounts --------------------------------------- */
 
-static void restore_session(struct browser *b)
-{
-    struct auth_session session;
-    struct error err = {0};
-    int64_t now = clock_realtime_ms();
-
-    if (auth_session_lookup(&fx.store, b->token, now, &session, &err) == 0)
-        return;
-    if (auth_session_create(&fx.store, b->account, now, &session, &err) != 0)
-        fail("restoring a session of account %lld: %s", (long long)b->account,
-             err.msg);
-    memcpy(b->token, session.token, sizeof(b->token));
-    memcpy(b->csrf, session.csrf, sizeof(b->csrf));
-}
-
 static void restore_key(void)
 {
     struct auth_apikey key;
@@ -1286,124 +828,70 @@ static void restore_key(void)
     int64_t now = clock_realtime_ms(), account;
     int rc;
 
-    if (auth_apikey_lookup(&fx.store, fx.user_key, now, &account, &err) == 0)
+    if (auth_apikey_lookup(&fuzz_stack.store, fx.user_key, now, &account,
+                           &err) == 0)
         return;
-    rc = auth_apikey_create(&fx.store, USER_ID, "fuzz", now, &key, &err);
+    rc = auth_apikey_create(&fuzz_stack.store, FUZZ_USER_ID, "fuzz", now, &key,
+                            &err);
     if (rc == -ENOSPC) {
         /* Inputs created the maximum number of keys of an account. */
         char sql[160];
         snprintf(sql, sizeof(sql),
                  "UPDATE api_keys SET revoked_at = %lld WHERE account_id = "
                  "%d AND revoked_at IS NULL",
-                 (long long)now, USER_ID);
-        if (store_exec(&fx.store, sql, &err) != 0)
-            fail("revoking the user's API keys: %s", err.msg);
-        rc = auth_apikey_create(&fx.store, USER_ID, "fuzz", now, &key, &err);
+                 (long long)now, FUZZ_USER_ID);
+        if (store_exec(&fuzz_stack.store, sql, &err) != 0)
+            fuzz_fail("revoking the user's API keys: %s", err.msg);
+        rc = auth_apikey_create(&fuzz_stack.store, FUZZ_USER_ID, "fuzz", now,
+                                &key, &err);
     }
     if (rc != 0)
-        fail("restoring the user's API key: %s", err.msg);
+        fuzz_fail("restoring the user's API key: %s", err.msg);
     memcpy(fx.user_key, key.key, sizeof(fx.user_key));
     fx.user_key_id = key.id;
 }
 
 /* End each seeded credential that the input contains, so that
- * restore_fixture replaces it. libFuzzer learns these strings from the
- * comparisons that check them and puts them into inputs, which may store
- * them: in an account's email, for example. A replaced credential cannot
- * appear in a response unless the request contains it, which keeps
- * check_secrets meaningful. */
+ * restore_fixture replaces it: the sessions (fuzz_stack_retire_exposed)
+ * and the user's API key. A replaced credential cannot appear in a
+ * response unless the request contains it, which keeps check_secrets
+ * meaningful. */
 static void retire_exposed(const uint8_t *data, size_t size)
 {
-    struct browser *browsers[] = {&fx.user, &fx.admin};
     struct auth_apikey key;
     struct error err = {0};
 
-    for (size_t i = 0; i < 2; i++) {
-        struct browser *b = browsers[i];
-        if (memmem(data, size, b->token, strlen(b->token)) != NULL &&
-            auth_session_delete(&fx.store, b->token, &err) != 0)
-            fail("ending an exposed session: %s", err.msg);
-    }
+    fuzz_stack_retire_exposed(data, size);
     if (memmem(data, size, fx.user_key, strlen(fx.user_key)) != NULL &&
-        auth_apikey_revoke(&fx.store, USER_ID, fx.user_key_id,
+        auth_apikey_revoke(&fuzz_stack.store, FUZZ_USER_ID, fx.user_key_id,
                            clock_realtime_ms(), &key, &err) != 0)
-        fail("revoking an exposed API key: %s", err.msg);
-}
-
-static void restore_account(int64_t id)
-{
-    struct auth_account account;
-    struct error err = {0};
-    int64_t balance;
-
-    if (auth_account_get(&fx.store, id, &account, &err) != 0)
-        fail("reading account %lld: %s", (long long)id, err.msg);
-    if (strcmp(account.plan, "pro") != 0 &&
-        auth_account_set_plan(&fx.store, id, "pro", &account, &err) != 0)
-        fail("restoring the plan of account %lld: %s", (long long)id, err.msg);
-    if (ledger_balance(&fx.store, id, &balance, &err) != 0)
-        fail("reading the balance of account %lld: %s", (long long)id, err.msg);
-    if (balance < BALANCE_LOW)
-        credit(&fx.store, id);
-}
-
-static void restore_models(void)
-{
-    struct error err = {0};
-    sqlite3_stmt *stmt;
-    int deleted = 0;
-
-    if (sqlite3_prepare_v2(fx.store.db,
-                           "SELECT COUNT(*) FROM models WHERE deleted = 1 "
-                           "AND id IN (" SEEDED_MODELS ")",
-                           -1, &stmt, NULL) != SQLITE_OK)
-        fail("reading models: %s", sqlite3_errmsg(fx.store.db));
-    if (sqlite3_step(stmt) == SQLITE_ROW)
-        deleted = sqlite3_column_int(stmt, 0);
-    sqlite3_finalize(stmt);
-    if (deleted > 0 && store_exec(&fx.store,
-                                  "UPDATE models SET deleted = 0 WHERE id IN "
-                                  "(" SEEDED_MODELS ")",
-                                  &err) != 0)
-        fail("restoring the seeded models: %s", err.msg);
+        fuzz_fail("revoking an exposed API key: %s", err.msg);
 }
 
 /* Give back to the seeded accounts what an input can take away. */
 static void restore_fixture(void)
 {
-    restore_session(&fx.user);
-    restore_session(&fx.admin);
+    fuzz_stack_restore();
     restore_key();
-    restore_account(ADMIN_ID);
-    restore_account(USER_ID);
-    restore_models();
 }
 
 /* ---- libFuzzer ----------------------------------------------------------- */
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    char path[PATH_MAX + 32];
-    struct error err = {0};
-    int backend_port;
+    const struct fuzz_stack_options opt = {
+        .name = "fuzz_rest",
+        /* One live WebSocket: inputs never open one, and each allowed
+         * connection costs civetweb a worker thread. */
+        .live_connections = 1,
+        .live_ping_interval_s = LIVE_PING_INTERVAL_DEFAULT_S,
+        .report = report_request,
+    };
 
     (void)argc;
     (void)argv;
-    /* Errors only: the gateway and the backend log each rejected request
-     * at a lower level. */
-    log_init("fuzz", LOG_LEVEL_ERROR, 2);
     trace = getenv("FUZZ_REST_TRACE") != NULL;
-    log_capture_sqlite();
-    log_capture_lws();
-    signal(SIGPIPE, SIG_IGN);
-
-    make_folder();
-    atexit(stop_all);
-    backend_port = start_backend();
-    start_gateway(backend_port);
-    snprintf(path, sizeof(path), "%s/trainyard.db", fx.data);
-    if (store_open(&fx.store, path, schema_sql, &err) != 0)
-        fail("opening the database: %s", err.msg);
+    fuzz_stack_start(&opt);
     setup_credentials();
     return 0;
 }

@@ -2,10 +2,11 @@
  * The live progress WebSocket, /api/v1/live, through the real backend,
  * gateway and train program on 127.0.0.1. The tests cover the handshake
  * checks (session cookie, Origin), message errors on a connection that
- * stays usable, fragments and the subscription limit. They also cover
- * live events in seq order for several viewers with replay and resume, a
- * viewer that stops reading, the connection limit, and a backend restart
- * in the middle of a training.
+ * stays usable, numbers up to 2^53 sent back exactly, the codes of the
+ * closing handshake, fragments and the subscription limit. They also
+ * cover live events in seq order for several viewers with replay and
+ * resume, a viewer that stops reading, the connection limit, and a
+ * backend restart in the middle of a training.
  *
  * One backend and gateway serve all tests. The backend reads a
  * configuration file that names the sanitizer build of train and sells
@@ -807,6 +808,73 @@ static void bad_messages_keep_connection(void **state)
     wsclient_close(&ws);
 }
 
+/* Regression: cJSON prints whole numbers from 2^52 to 2^53 with 15
+ * significant digits, so the gateway sent model 2^53 - 1 as
+ * 9.00719925474099e+15 and the last_seq of a subscription after 2^53 as
+ * 9007199254740990. */
+static void large_numbers_sent_exactly(void **state)
+{
+    const int64_t top = 9007199254740992LL; /* 2^53 */
+    struct wsclient ws;
+    int64_t model;
+    cJSON *msg;
+
+    (void)state;
+    model = create_model(&fx.user);
+    open_viewer(&ws, &fx.user, 0);
+    subscribe(&ws, model, top);
+    msg = expect_type(&ws, "subscribed");
+    assert_int_equal(number_field(msg, "model"), model);
+    assert_int_equal(number_field(msg, "last_seq"), top);
+    cJSON_Delete(msg);
+
+    subscribe(&ws, top - 1, 0);
+    expect_error(&ws, "not_found", top - 1);
+    send_text(&ws, "{\"type\":\"unsubscribe\",\"model\":9007199254740991}");
+    expect_error(&ws, "not_found", top - 1);
+    wsclient_close(&ws);
+}
+
+/* Send a close frame of payload and return the status code of the
+ * gateway's reply. */
+static int close_reply(const void *payload, size_t len)
+{
+    struct wsclient ws;
+    long deadline = now_ms() + STEP_TIMEOUT_MS;
+    int code;
+
+    open_viewer(&ws, &fx.user, 0);
+    expect_pong(&ws);
+    assert_int_equal(wsclient_send_frame(&ws, WSCLIENT_CLOSE, 1, payload, len),
+                     0);
+    while (!ws.closed && now_ms() < deadline)
+        free(wsclient_read_text(&ws, (int)(deadline - now_ms())));
+    assert_true(ws.closed);
+    code = ws.close_code;
+    wsclient_close(&ws);
+    return code;
+}
+
+/* Regression: the gateway echoed any close code from 1000 to 4999 but
+ * 1004 to 1006 and 1015, so a code such as 2536, which no endpoint may
+ * send, came back to the browser. */
+static void close_code_checked(void **state)
+{
+    static const char with_reason[] = {0x0f, (char)0xa0, 'b', 'y', 'e'};
+
+    (void)state;
+    assert_int_equal(close_reply("\x03\xe8", 2), 1000);
+    assert_int_equal(close_reply(with_reason, sizeof(with_reason)), 4000);
+    assert_int_equal(close_reply("\x03\xf1", 2), 1009);
+    assert_int_equal(close_reply("", 0), 1000);
+    assert_int_equal(close_reply("\x09\xe8", 2), 1002); /* 2536 */
+    assert_int_equal(close_reply("\x03\xf7", 2), 1002); /* 1015 */
+    assert_int_equal(close_reply("\x03\xed", 2), 1002); /* 1005 */
+    assert_int_equal(close_reply("\x0b\xb7", 2), 1002); /* 2999 */
+    assert_int_equal(close_reply("\x13\x88", 2), 1002); /* 5000 */
+    assert_int_equal(close_reply("\x03", 1), 1002);
+}
+
 static void subscription_limit_and_unsubscribe(void **state)
 {
     int64_t models[LIVE_SUBSCRIPTIONS_MAX + 1];
@@ -1108,6 +1176,8 @@ int main(void)
         cmocka_unit_test(handshake_needs_cookie_and_origin),
         cmocka_unit_test(live_socket_sets_nodelay),
         cmocka_unit_test(bad_messages_keep_connection),
+        cmocka_unit_test(large_numbers_sent_exactly),
+        cmocka_unit_test(close_code_checked),
         cmocka_unit_test(subscription_limit_and_unsubscribe),
         cmocka_unit_test(training_fans_out_in_order),
         cmocka_unit_test(slow_reader_closed_too_slow),

@@ -175,12 +175,16 @@ static ssize_t receive_bytes(struct wsclient *ws, void *buf, size_t len)
 static int receive_more(struct wsclient *ws, long deadline)
 {
     struct pollfd pfd = {ws->fd, POLLIN, 0};
-    long left = deadline - now_ms();
     ssize_t n;
+    int ready;
 
-    if (left < 0)
-        left = 0;
-    if (poll(&pfd, 1, (int)left) <= 0)
+    /* A signal, such as libFuzzer's SIGALRM for -timeout, interrupts
+     * poll before the deadline. */
+    do {
+        long left = deadline - now_ms();
+        ready = poll(&pfd, 1, left > 0 ? (int)left : 0);
+    } while (ready < 0 && errno == EINTR);
+    if (ready <= 0)
         return 0;
     if (ws->cap - ws->len < 65536) {
         size_t cap = ws->cap ? ws->cap * 2 : 131072;
