@@ -219,8 +219,9 @@ int api_query_value(struct api_request *req, const char *name, char *out,
     got = mg_get_var(query, strlen(query), name, out, len);
     if (got == -2) {
         api_send_error(req, "invalid_request",
-                       "query parameter '%s' is over %zu bytes", name,
-                       len - 1);
+                       "query parameter '%s' is over %zu bytes; send a "
+                       "shorter value",
+                       name, len - 1);
         return -1;
     }
     return got < 0 ? 1 : 0;
