@@ -15,44 +15,30 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 #include <zlib.h>
 
 #include "engine/checkpoint.h"
+#include "fuzz_files.h"
 #include "kernels.h"
 
 #define INPUT_MAX (1u << 20)
 
-static int memfd = -1;
-static char memfd_path[64];
 static struct kctx ctx;
+static int ctx_ready;
 
-/* Replace the in-memory file's contents with data and its CRC-32. */
-static int write_input(const uint8_t *data, size_t size)
+/* Write data and its CRC-32 to the input file; returns its path, or
+ * NULL when the write fails. */
+static const char *write_input(const uint8_t *data, size_t size)
 {
     uint32_t crc = (uint32_t)crc32(crc32(0, NULL, 0), data, (uInt)size);
     uint8_t tail[4] = {crc & 0xff, (crc >> 8) & 0xff, (crc >> 16) & 0xff,
                        crc >> 24};
 
-    if (memfd < 0) {
-        memfd = memfd_create("fuzz_checkpoint", 0);
-        if (memfd < 0)
-            abort();
-        snprintf(memfd_path, sizeof(memfd_path), "/proc/self/fd/%d", memfd);
+    if (!ctx_ready) {
         cpu_kctx_init(&ctx, 1);
+        ctx_ready = 1;
     }
-    if (ftruncate(memfd, 0) != 0)
-        return -1;
-    for (size_t done = 0; done < size;) {
-        ssize_t n = pwrite(memfd, data + done, size - done, (off_t)done);
-        if (n <= 0)
-            return -1;
-        done += (size_t)n;
-    }
-    if (pwrite(memfd, tail, 4, (off_t)size) != 4)
-        return -1;
-    return 0;
+    return fuzz_input_file("fuzz_checkpoint", data, size, tail, 4);
 }
 
 /* 1 when building spec costs little memory and time. */
@@ -74,10 +60,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static struct checkpoint ck;
     struct error err = {0};
+    const char *path;
 
-    if (size > INPUT_MAX || write_input(data, size) != 0)
+    if (size > INPUT_MAX)
         return 0;
-    if (ckpt_open(memfd_path, &ck, &err) != 0)
+    path = write_input(data, size);
+    if (path == NULL)
+        return 0;
+    if (ckpt_open(path, &ck, &err) != 0)
         return 0;
     if (memchr(ck.class_names, '\0', sizeof(ck.class_names)) == NULL)
         abort();

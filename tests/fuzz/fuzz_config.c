@@ -10,43 +10,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "daemon/config.h"
-
-static int memfd = -1;
-static char memfd_path[64];
-
-/* Replace the in-memory file's contents with data. */
-static int write_input(const uint8_t *data, size_t size)
-{
-    if (memfd < 0) {
-        memfd = memfd_create("fuzz_config", 0);
-        if (memfd < 0)
-            abort();
-        snprintf(memfd_path, sizeof(memfd_path), "/proc/self/fd/%d", memfd);
-    }
-    if (ftruncate(memfd, 0) != 0)
-        return -1;
-    for (size_t done = 0; done < size;) {
-        ssize_t n = pwrite(memfd, data + done, size - done, (off_t)done);
-        if (n <= 0)
-            return -1;
-        done += (size_t)n;
-    }
-    return 0;
-}
+#include "fuzz_files.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     struct config c;
     struct error err = {0};
+    const char *path;
 
-    if (size > 65536 || write_input(data, size) != 0)
+    if (size > 65536)
+        return 0;
+    path = fuzz_input_file("fuzz_config", data, size, NULL, 0);
+    if (path == NULL)
         return 0;
     config_defaults(&c);
-    if (config_load(&c, memfd_path, &err) == 0) {
+    if (config_load(&c, path, &err) == 0) {
         if (c.ntypes < 0 || c.ntypes > CONFIG_INSTANCE_TYPES_MAX)
             abort();
         for (int i = 0; i < c.ntypes; i++)

@@ -22,7 +22,6 @@
 #define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,6 +32,7 @@
 
 #include "engine/dataset_cls.h"
 #include "engine/image.h"
+#include "fuzz_files.h"
 
 #define ENTRIES_MAX 64
 #define PATH_TEXT_MAX 200
@@ -47,43 +47,22 @@ static void *png_data;
 static size_t png_size;
 static int links_made;
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-                        struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 /* Remove root_dir and everything below it; links are not followed. */
 static void clear_root(void)
 {
-    nftw(root_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void cleanup(void)
-{
-    clear_root();
-    rmdir(base_dir);
+    fuzz_remove_tree(root_dir);
 }
 
 static void init_once(void)
 {
-    const char *tmp = getenv("TMPDIR");
     static const uint8_t pixels[2 * 2 * 3] = {255, 0, 0, 0, 255, 0,
                                               0, 0, 255, 9, 9, 9};
     struct error err = {0};
 
-    snprintf(base_dir, sizeof(base_dir), "%s/fuzz_dataset_cls.XXXXXX",
-             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-    if (mkdtemp(base_dir) == NULL)
-        abort();
+    fuzz_temp_folder("fuzz_dataset_cls", base_dir, sizeof(base_dir));
     snprintf(root_dir, sizeof(root_dir), "%s/root", base_dir);
     if (image_encode_png(pixels, 2, 2, 3, 8, &png_data, &png_size, &err))
         abort();
-    atexit(cleanup);
 }
 
 /* 1 when rel stays below the root: relative and without "..". */

@@ -20,7 +20,6 @@
  */
 #define _XOPEN_SOURCE 700
 #include <fcntl.h>
-#include <ftw.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -32,6 +31,7 @@
 #include "engine/dataset_det.h"
 #include "engine/det_augment.h"
 #include "engine/image.h"
+#include "fuzz_files.h"
 #include "log.h"
 
 #define IMGSZ 16
@@ -42,44 +42,24 @@ static char root_dir[4096 + 8];
 static void *png_data;
 static size_t png_size;
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-                        struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
+/* Remove root_dir and everything below it; links are not followed. */
 static void clear_root(void)
 {
-    nftw(root_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-static void cleanup(void)
-{
-    clear_root();
-    rmdir(base_dir);
+    fuzz_remove_tree(root_dir);
 }
 
 static void init_once(void)
 {
-    const char *tmp = getenv("TMPDIR");
     uint8_t pixels[8 * 4 * 3];
     struct error err = {0};
 
     for (size_t i = 0; i < sizeof(pixels); i++)
         pixels[i] = (uint8_t)(i * 29);
-    snprintf(base_dir, sizeof(base_dir), "%s/fuzz_dataset_det.XXXXXX",
-             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-    if (mkdtemp(base_dir) == NULL)
-        abort();
+    fuzz_temp_folder("fuzz_dataset_det", base_dir, sizeof(base_dir));
     snprintf(root_dir, sizeof(root_dir), "%s/root", base_dir);
     if (image_encode_png(pixels, 8, 4, 3, 8, &png_data, &png_size, &err))
         abort();
     log_init("fuzz", LOG_LEVEL_ERROR, 2);
-    atexit(cleanup);
 }
 
 static void write_file(const char *rel, const void *data, size_t len)

@@ -12,44 +12,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 #include "engine/net.h"
-
-static int memfd = -1;
-static char memfd_path[64];
-
-/* Replace the in-memory file's contents with data. */
-static int write_input(const uint8_t *data, size_t size)
-{
-    if (memfd < 0) {
-        memfd = memfd_create("fuzz_model_yaml", 0);
-        if (memfd < 0)
-            abort();
-        snprintf(memfd_path, sizeof(memfd_path), "/proc/self/fd/%d", memfd);
-    }
-    if (ftruncate(memfd, 0) != 0)
-        return -1;
-    for (size_t done = 0; done < size;) {
-        ssize_t n = pwrite(memfd, data + done, size - done, (off_t)done);
-        if (n <= 0)
-            return -1;
-        done += (size_t)n;
-    }
-    return 0;
-}
+#include "fuzz_files.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     static const char *const scales[] = {"", "n", "s", "x"};
     static struct model_spec spec;
     struct error err = {0};
+    const char *path;
 
-    if (size < 1 || size > 65536 || write_input(data + 1, size - 1) != 0)
+    if (size < 1 || size > 65536)
+        return 0;
+    path = fuzz_input_file("fuzz_model_yaml", data + 1, size - 1, NULL, 0);
+    if (path == NULL)
         return 0;
     memset(&spec, 0, sizeof(spec));
-    if (model_spec_load(memfd_path, scales[data[0] & 3], data[0] >> 2,
+    if (model_spec_load(path, scales[data[0] & 3], data[0] >> 2,
                         &spec, &err) == 0) {
         if (spec.nlayers < 1 || spec.nlayers > 64)
             abort();

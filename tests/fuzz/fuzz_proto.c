@@ -20,7 +20,6 @@
  * (default /tmp) made once per process, emptied before each input and
  * removed at exit.
  */
-#include <ftw.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,6 +34,7 @@
 #include "daemon/instances.h"
 #include "daemon/proto.h"
 #include "embedded.h"
+#include "fuzz_files.h"
 #include "log.h"
 
 #define SECRET "00112233445566778899aabbccddeeff" \
@@ -62,38 +62,12 @@ static int names_skipped_op(const char *msg, size_t len)
 
 static char data_dir[4096];
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-                        struct FTW *ftw)
+/* Empty data_dir. */
+static void clear_data_dir(void)
 {
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-/* Empty data_dir, or remove it too when also_root. */
-static void clear_data_dir(int also_root)
-{
-    nftw(data_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-    if (!also_root && mkdir(data_dir, 0700) != 0)
+    fuzz_remove_tree(data_dir);
+    if (mkdir(data_dir, 0700) != 0)
         abort();
-}
-
-static void remove_data_dir(void)
-{
-    clear_data_dir(1);
-}
-
-static void make_data_dir(void)
-{
-    const char *tmp = getenv("TMPDIR");
-
-    snprintf(data_dir, sizeof(data_dir), "%s/fuzz_proto.XXXXXX",
-             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-    if (mkdtemp(data_dir) == NULL)
-        abort();
-    atexit(remove_data_dir);
 }
 
 static void open_backend(struct backend *be)
@@ -103,7 +77,7 @@ static void open_backend(struct backend *be)
     memset(be, 0, sizeof(*be));
     strcpy(be->secret, SECRET);
     config_defaults(&be->config);
-    clear_data_dir(0);
+    clear_data_dir();
     be->data_dir = data_dir;
     if (store_open(&be->store, ":memory:", schema_sql, &err) != 0)
         abort();
@@ -154,7 +128,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!ready) {
         /* Errors only: ops log every rejected request at warning. */
         log_init("fuzz", LOG_LEVEL_ERROR, 2);
-        make_data_dir();
+        fuzz_temp_folder("fuzz_proto", data_dir, sizeof(data_dir));
         ready = 1;
     }
     open_backend(&be);

@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zip.h>
@@ -36,60 +35,22 @@
 #include <cjson/cJSON.h>
 
 #include "daemon/zipsafe.h"
+#include "fuzz_files.h"
 
 #define INPUT_MAX (1u << 20)
 #define LIMIT_BYTES (1u << 20)
 #define LIMIT_FILES 64
 
-static int memfd = -1;
-static char memfd_path[64];
+static const char *input_path;
 static char box[4096], parent[4200], out[4300];
-
-static int remove_entry(const char *path, const struct stat *st, int flag,
-                        struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void remove_box(void)
-{
-    nftw(box, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static void set_up(void)
 {
-    const char *tmp = getenv("TMPDIR");
-
-    snprintf(box, sizeof(box), "%s/fuzz_zip.XXXXXX",
-             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
-    if (mkdtemp(box) == NULL)
-        abort();
-    atexit(remove_box);
+    fuzz_temp_folder("fuzz_zip", box, sizeof(box));
     snprintf(parent, sizeof(parent), "%s/parent", box);
     snprintf(out, sizeof(out), "%s/out", parent);
     if (mkdir(parent, 0700) != 0)
         abort();
-    memfd = memfd_create("fuzz_zip", 0);
-    if (memfd < 0)
-        abort();
-    snprintf(memfd_path, sizeof(memfd_path), "/proc/self/fd/%d", memfd);
-}
-
-static int write_input(const uint8_t *data, size_t size)
-{
-    if (ftruncate(memfd, 0) != 0)
-        return -1;
-    for (size_t done = 0; done < size;) {
-        ssize_t n = pwrite(memfd, data + done, size - done, (off_t)done);
-        if (n <= 0)
-            return -1;
-        done += (size_t)n;
-    }
-    return 0;
 }
 
 /* Abort when folder contains any entry but the one named only. */
@@ -165,7 +126,7 @@ static void check_files_present(void)
     int zip_error = 0;
     /* The same flags as zipsafe_extract: an archive with two end
      * records can list other entries without the consistency check. */
-    zip_t *za = zip_open(memfd_path, ZIP_RDONLY | ZIP_CHECKCONS, &zip_error);
+    zip_t *za = zip_open(input_path, ZIP_RDONLY | ZIP_CHECKCONS, &zip_error);
     zip_int64_t count;
     size_t skip;
 
@@ -201,13 +162,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     cJSON *report;
     int rc;
 
-    if (memfd < 0)
+    if (box[0] == '\0')
         set_up();
-    if (size > INPUT_MAX || write_input(data, size) != 0)
+    if (size > INPUT_MAX)
+        return 0;
+    input_path = fuzz_input_file("fuzz_zip", data, size, NULL, 0);
+    if (input_path == NULL)
         return 0;
 
     report = cJSON_CreateArray();
-    rc = zipsafe_extract(memfd_path, out, &limits, report, &err);
+    rc = zipsafe_extract(input_path, out, &limits, report, &err);
     if (rc != 0 && rc != -EINVAL && rc != -EFBIG && rc != -ENOSPC) {
         fprintf(stderr, "fuzz_zip: unexpected result %d (%s): %s\n", rc,
                 strerror(-rc), err.msg);

@@ -7,7 +7,6 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
-#include <ftw.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -27,6 +26,7 @@
 #include "daemon/ledger.h"
 #include "daemon/server.h"
 #include "fsutil.h"
+#include "fuzz_files.h"
 #include "http.h"
 #include "live.h"
 #include "log.h"
@@ -91,24 +91,9 @@ void fuzz_fail(const char *fmt, ...)
 
 /* ---- The data folder ----------------------------------------------------- */
 
-static int remove_entry(const char *path, const struct stat *st, int flag,
-                        struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
 static void make_folder(void)
 {
-    const char *tmp = getenv("TMPDIR");
-
-    snprintf(fuzz_stack.dir, sizeof(fuzz_stack.dir), "%s/%s.XXXXXX",
-             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp", priv.opt.name);
-    if (mkdtemp(fuzz_stack.dir) == NULL)
-        fuzz_fail("cannot create a folder under $TMPDIR: %s", strerror(errno));
+    fuzz_temp_folder(priv.opt.name, fuzz_stack.dir, sizeof(fuzz_stack.dir));
     snprintf(fuzz_stack.data, sizeof(fuzz_stack.data), "%s/data",
              fuzz_stack.dir);
 }
@@ -439,7 +424,7 @@ static void stop_all(void)
     }
     store_close(&fuzz_stack.store);
     if (fuzz_stack.dir[0] != '\0')
-        nftw(fuzz_stack.dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        fuzz_remove_tree(fuzz_stack.dir);
 }
 
 /* ---- Sign-in ------------------------------------------------------------- */
