@@ -75,6 +75,7 @@
 #include "clock.h"
 #include "http.h"
 #include "log.h"
+#include "number.h"
 #include "upstream.h"
 
 /* Events of one subscription held back while its replay runs. Past this
@@ -115,9 +116,6 @@
  * room in a socket's send buffer: the frame header (at most 10 bytes)
  * and, with TLS, two record headers and their MACs. */
 #define LIVE_FRAME_OVERHEAD 64
-/* Largest whole number a JSON number carries exactly (2^53). */
-#define LIVE_INT_MAX 9007199254740992LL
-
 /* WebSocket close codes (RFC 6455, section 7.4). */
 #define CLOSE_NORMAL 1000
 #define CLOSE_PROTOCOL_ERROR 1002
@@ -327,24 +325,19 @@ static struct live_text *event_text(int64_t model, const cJSON *event)
     return t;
 }
 
-/* Read a whole number in [min, LIVE_INT_MAX]. Returns 0 with *out set, 1
- * when the field is absent, -1 when it has another type or range. */
+/* Read a whole number in [min, NUMBER_WHOLE_MAX]. Returns 0 with *out
+ * set, 1 when the field is absent, -1 when it has another type or
+ * range. */
 static int json_whole(const cJSON *obj, const char *name, int64_t min,
                       int64_t *out)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-    double d;
 
     if (v == NULL)
         return 1;
     if (!cJSON_IsNumber(v))
         return -1;
-    d = v->valuedouble;
-    if (d != d || d < (double)min || d > (double)LIVE_INT_MAX ||
-        d != (double)(int64_t)d)
-        return -1;
-    *out = (int64_t)d;
-    return 0;
+    return number_whole(v->valuedouble, min, NUMBER_WHOLE_MAX, out);
 }
 
 /* ---- queues (live.lock held) --------------------------------------------- */

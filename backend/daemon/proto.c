@@ -8,13 +8,13 @@
 #include "proto.h"
 
 #include <cjson/cJSON.h>
-#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "clock.h"
 #include "log.h"
+#include "number.h"
 #include "ops_auth.h"
 #include "ops_billing.h"
 #include "ops_training.h"
@@ -81,17 +81,14 @@ int op_arg_int64(struct op_call *call, const char *name, int64_t *out)
 
     if (v == NULL)
         return 1;
-    /* Whole numbers up to 2^53 are exact in a JSON double. The range is
-     * checked before the cast, because converting a double outside the
-     * range of int64_t is undefined behavior. */
-    if (!cJSON_IsNumber(v) || !(fabs(v->valuedouble) <= 9007199254740992.0)
-        || v->valuedouble != (double)(int64_t)v->valuedouble) {
+    if (!cJSON_IsNumber(v) ||
+        number_whole(v->valuedouble, -NUMBER_WHOLE_MAX, NUMBER_WHOLE_MAX,
+                     out) != 0) {
         op_error(call, "invalid_request",
                  "field '%s' must be a whole number from -2^53 to 2^53",
                  name);
         return -1;
     }
-    *out = (int64_t)v->valuedouble;
     return 0;
 }
 
