@@ -8,16 +8,15 @@
  *
  * Besides the sanitizers, the target checks what a caller relies on:
  *
- *   - the result is 0, -EINVAL (the archive breaks a rule) or -EFBIG
- *     (over a limit), because ops_uploads.c reports every other code to
- *     the user as an internal failure; the only other code accepted is
- *     -ENOSPC, from a full disk;
+ *   - the result is 0, -EINVAL (the archive breaks a rule), -EFBIG (over
+ *     a limit) or -ENOSPC (a full disk). ops_uploads.c reports every
+ *     other code to the user as an internal failure;
  *   - nothing is written outside the folder: BOX contains only parent/
  *     and parent/ only out/;
  *   - after a success, the folder contains only regular files and folders,
  *     their bytes are within the limit, and every entry of the archive
  *     that is not hidden and not a folder is there as a regular file,
- *     under its name less the stripped top folder;
+ *     under its name or its name less a stripped top folder;
  *   - zipsafe_remove_tree removes the folder, whatever the result.
  */
 #include <dirent.h>
@@ -91,33 +90,21 @@ static int check_tree_entry(const char *path, const struct stat *st, int flag,
     abort();
 }
 
-/* The top folder that zipsafe_extract strips: the first component of
- * every name that is not hidden, when the folder has a train/ entry. */
-static size_t stripped_prefix(zip_t *za, zip_int64_t count)
+/* 1 when the entry name was extracted as a regular file, under its
+ * name or, when zipsafe_extract stripped a top folder, under the rest of
+ * its name after the first '/'. */
+static int extracted(const char *name, char *path, size_t len)
 {
-    const char *first = NULL;
-    size_t n = 0;
-    int has_train = 0;
+    const char *slash = strchr(name, '/');
+    struct stat st;
 
-    for (zip_int64_t i = 0; i < count; i++) {
-        const char *name = zip_get_name(za, (zip_uint64_t)i, 0);
-        const char *slash;
-
-        if (name == NULL || zipsafe_is_hidden(name))
-            continue;
-        slash = strchr(name, '/');
-        if (slash == NULL)
-            return 0;
-        if (first == NULL) {
-            first = name;
-            n = (size_t)(slash - name) + 1;
-        } else if (strncmp(name, first, n) != 0) {
-            return 0;
-        }
-        if (strncmp(name + n, "train/", 6) == 0)
-            has_train = 1;
-    }
-    return has_train ? n : 0;
+    snprintf(path, len, "%s/%s", out, name);
+    if (lstat(path, &st) == 0 && S_ISREG(st.st_mode))
+        return 1;
+    if (slash == NULL)
+        return 0;
+    snprintf(path, len, "%s/%s", out, slash + 1);
+    return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* Abort unless every file entry of the archive was extracted. */
@@ -128,7 +115,6 @@ static void check_files_present(void)
      * records can list other entries without the consistency check. */
     zip_t *za = zip_open(input_path, ZIP_RDONLY | ZIP_CHECKCONS, &zip_error);
     zip_int64_t count;
-    size_t skip;
 
     if (za == NULL) {
         fprintf(stderr, "fuzz_zip: extraction succeeded but zip_open "
@@ -136,17 +122,14 @@ static void check_files_present(void)
         abort();
     }
     count = zip_get_num_entries(za, 0);
-    skip = stripped_prefix(za, count);
     for (zip_int64_t i = 0; i < count; i++) {
         const char *name = zip_get_name(za, (zip_uint64_t)i, 0);
         char path[8600];
         size_t len = strlen(name);
-        struct stat st;
 
         if (zipsafe_is_hidden(name) || name[len - 1] == '/')
             continue;
-        snprintf(path, sizeof(path), "%s/%s", out, name + skip);
-        if (lstat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
+        if (!extracted(name, path, sizeof(path))) {
             fprintf(stderr, "fuzz_zip: entry '%s' is missing as %s\n", name,
                     path);
             abort();
