@@ -3,7 +3,7 @@
 # time_ms) to a viewer receiving it, as median and 99th percentile, with
 # 1, 100 and 1,000 viewers of one training (EPOCHS epochs of the tiny
 # data set, about 4 events an epoch). A viewer receives an event when the
-# kernel delivers it to the viewer's socket; the second line adds the
+# kernel delivers it to the viewer's socket. The second line adds the
 # wait until the test's one thread reads it. It runs the live load test
 # built without sanitizers (bench/build_load_live.sh) against the release
 # programs, so that neither side pays for AddressSanitizer. Needs `make`

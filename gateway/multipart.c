@@ -731,7 +731,7 @@ int multipart_finish(struct multipart *mp, struct error *err)
     default:
         break;
     }
-    /* A body cut short: say where. */
+    /* The body was cut short: report in which part of it. */
     char where[48];
 
     if (mp->state == MP_HEADERS || mp->state == MP_DATA)

@@ -14,7 +14,7 @@
  * What it accepts, and why:
  *
  * - Line ends must be CRLF, as RFC 2046 requires. A bare LF after a
- *   boundary or in part headers is rejected with a message that says so.
+ *   boundary or in part headers is rejected with a message naming it.
  *   Accepting LF as well would let the gateway and another parser on the
  *   path split the same body differently.
  * - A preamble before the first boundary is skipped, whatever its size.

@@ -204,8 +204,9 @@ int server_watch(int fd, int64_t key)
     desc.fd.filefd = copy;
     desc.vh_prot_name = PIPE_PROTOCOL;
     desc.opaque = (void *)(intptr_t)key;
-    /* On failure lws has closed the copy; it fails only for lack of
-     * memory or of room in its descriptor table. */
+    /* On failure lws has closed the copy. It gives no reason, and lack of
+     * memory or of room in its descriptor table are the likely ones, so
+     * the failure is reported as -ENOMEM. */
     return lws_adopt_descriptor_vhost_via_info(&desc) != NULL ? 0 : -ENOMEM;
 }
 

@@ -211,7 +211,7 @@ static struct live_client *current;
 static int trace;
 
 /* Trainings that inputs asked for and that the backend's tick started. */
-static atomic_int emits_wanted, emits_done;
+static atomic_int emits_requested, emits_done;
 static int emits_since_prune;
 
 /* ---- Failure reports ----------------------------------------------------- */
@@ -310,11 +310,11 @@ static void start_training(struct backend *be, int64_t account, int64_t model)
 }
 
 /* The tick hook, on the backend's thread, which owns be->sessions. */
-static void start_wanted_trainings(struct backend *be)
+static void start_requested_trainings(struct backend *be)
 {
-    int wanted = atomic_load(&emits_wanted);
+    int requested = atomic_load(&emits_requested);
 
-    while (atomic_load(&emits_done) < wanted) {
+    while (atomic_load(&emits_done) < requested) {
         start_training(be, FUZZ_USER_ID, TRAINED_MODEL_ID);
         start_training(be, FUZZ_OTHER_ID, FUZZ_OTHER_MODEL_ID);
         atomic_fetch_add(&emits_done, 1);
@@ -324,10 +324,10 @@ static void start_wanted_trainings(struct backend *be)
 /* Have the backend start the trainings of bit 4, and wait until it did. */
 static void emit_events(void)
 {
-    int wanted = atomic_fetch_add(&emits_wanted, 1) + 1;
+    int requested = atomic_fetch_add(&emits_requested, 1) + 1;
     int64_t deadline = clock_monotonic_ms() + EMIT_TIMEOUT_MS;
 
-    while (atomic_load(&emits_done) < wanted) {
+    while (atomic_load(&emits_done) < requested) {
         if (clock_monotonic_ms() > deadline)
             fuzz_fail("the backend's tick did not start the trainings "
                       "within %d ms",
@@ -1047,7 +1047,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         .live_connections = LIVE_CONNECTIONS,
         .live_ping_interval_s = 1,
         .seed = seed_live,
-        .tick = start_wanted_trainings,
+        .tick = start_requested_trainings,
         .report = report_client,
     };
 

@@ -42,10 +42,11 @@
  * The user and the admin sign in through POST /api/v1/auth/signin, and
  * the user creates an API key and a share link through the API.
  *
- * Training never starts a trainer: the backend's session supervisor runs
- * with an executor whose start fails, so a training.start or resume that
- * the API accepts launches at the next tick, fails to start, and the
- * session becomes failed, as when the train program is missing.
+ * Training never starts a trainer, because the backend's session
+ * supervisor runs with an executor whose start fails. A training.start
+ * or resume that the API accepts launches at the next tick and fails to
+ * start, and the session becomes failed, as when the train program is
+ * missing.
  *
  * State carries over between inputs: the database keeps what each
  * request created. After each input the target restores what inputs can

@@ -4,8 +4,8 @@
  * LLVMFuzzerTestOneInput. `make test` links every target in tests/fuzz/
  * with this file and the sanitizer build, without libFuzzer. So each
  * target keeps compiling with gcc, and its seeds run under
- * AddressSanitizer and UndefinedBehaviorSanitizer on every test run; the
- * seeds include the inputs of past findings. A target reports a failed
+ * AddressSanitizer and UndefinedBehaviorSanitizer on every test run.
+ * The seeds include the inputs of past findings. A target reports a failed
  * check by aborting, which ends this program with a non-zero status.
  */
 #include <setjmp.h>
